@@ -1,0 +1,159 @@
+"""Data that crosses a boundary: task cards, worker jobs and results, run records.
+
+Everything here is a pydantic model so that it is validated where it enters:
+a task card read from YAML, a job handed to a sandboxed worker, a result read
+back from one (which untrusted code may have tried to forge), a run record
+read on resume.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Aggregate = Literal["sum", "mean", "max", "last", "any"]
+
+
+class FitnessSpec(BaseModel):
+    """The task's own measure, hidden from the designer.
+
+    ``code`` defines ``compute_fitness(state, action) -> tensor[n]``, a value
+    per env step; ``aggregate`` folds an episode's values into one number
+    ("any" on a success flag gives a success rate over episodes).
+    """
+
+    code: str
+    aggregate: Aggregate = "sum"
+    description: str = ""
+    source: Literal["card", "llm", "file"] = "card"
+
+
+class TaskSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    env_id: str
+    description: str = Field(min_length=1)
+    fitness: FitnessSpec | None = None  # None: asked of the LLM once, at run start
+    env_kwargs: dict = {}
+    train_steps: int = Field(default=1_000_000, gt=0)
+
+    @field_validator("description")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the task description is empty")
+        return v.strip()
+
+
+# ---------------------------------------------------------------- worker jobs
+class _Job(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    env_id: str
+    env_kwargs: dict = {}
+    seed: int = 0
+
+
+class ProbeJob(_Job):
+    """Run a reward program on real sampled states; report what it returns."""
+
+    kind: Literal["probe"] = "probe"
+    code: str
+    num_envs: int = 8
+    steps: int = 48
+
+
+class TrainJob(_Job):
+    """Train a policy on a reward program (None: the env's own reward)."""
+
+    kind: Literal["train"] = "train"
+    code: str | None
+    fitness: FitnessSpec | None = None
+    total_steps: int
+    device: str = "cpu"
+    ppo: dict = {}  # PPOConfig overrides
+
+
+class AnalyzeJob(_Job):
+    """Roll out a saved policy and measure fitness. Loads no reward program."""
+
+    kind: Literal["analyze"] = "analyze"
+    policy: str  # path to the policy's weights
+    fitness: FitnessSpec
+    episodes: int = 5
+    record: str | None = None  # where to save the trajectories (npz) for reward evaluation
+    video: str | None = None
+
+
+class RewardEvalJob(_Job):
+    """Evaluate a reward program on recorded trajectories (from an AnalyzeJob)."""
+
+    kind: Literal["reward_eval"] = "reward_eval"
+    code: str
+    trajectories: str
+
+
+Job = Annotated[Union[ProbeJob, TrainJob, AnalyzeJob, RewardEvalJob], Field(discriminator="kind")]
+
+
+class JobEnvelope(BaseModel):
+    job: Job
+
+
+# ------------------------------------------------------------- worker results
+class ProbeResult(BaseModel):
+    kind: Literal["probe"] = "probe"
+    ok: bool
+    error: str = ""  # traceback tail or the check that failed
+    reward_shape: list[int] = []
+    reward_dtype: str = ""
+    finite: bool = False
+    constant: bool = True
+    components: dict[str, float] = {}  # mean of each component over the probe
+    component_sum_gap: float | None = None  # max |reward - sum(components)|
+    reward_mean: float = 0.0
+    reward_std: float = 0.0
+    ms_per_call: float = 0.0
+
+
+class TrainResult(BaseModel):
+    kind: Literal["train"] = "train"
+    ok: bool
+    error: str = ""
+    steps: int = 0
+    seconds: float = 0.0
+    steps_per_second: float = 0.0
+    policy: str = ""
+
+
+class EpisodeStats(BaseModel):
+    fitness: float
+    length: int
+    terminated: bool  # the env ended it (fell, flipped over), not the time limit
+    env_return: float
+
+
+class AnalyzeResult(BaseModel):
+    kind: Literal["analyze"] = "analyze"
+    ok: bool
+    error: str = ""
+    episodes: list[EpisodeStats] = []
+
+
+class RewardEvalResult(BaseModel):
+    kind: Literal["reward_eval"] = "reward_eval"
+    ok: bool
+    error: str = ""
+    episode_reward: list[float] = []  # per episode, summed
+    components: dict[str, list[float]] = {}  # per episode, mean per step
+    component_thirds: dict[str, list[float]] = {}  # mean over each third of the episodes' steps
+
+
+Result = Annotated[
+    Union[ProbeResult, TrainResult, AnalyzeResult, RewardEvalResult], Field(discriminator="kind")
+]
+
+
+class ResultEnvelope(BaseModel):
+    result: Result
