@@ -1,0 +1,308 @@
+"""Static checks of untrusted reward code, before anything runs it.
+
+A filter, not the boundary: it turns away programs that reach for things a
+reward never needs (files, processes, introspection, patching libraries) and
+tells the designer LLM, in one sentence each, what to change. Anything that
+slips past it (obfuscated names, built strings) still meets the sandbox's
+run-time layers. Each finding goes back to the LLM verbatim, so it says what
+is wrong and what to do instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+# Modules a reward program may import: what the contract names (torch tensors
+# in and out, the State type for annotations) plus math and numpy.
+ALLOWED_MODULES = {
+    "math",
+    "numpy",
+    "numpy.linalg",
+    "torch",
+    "torch.nn",
+    "torch.nn.functional",
+    "typing",
+    "reward_designer.state",
+}
+
+# Builtins that load or run code, reach files or the terminal, or look objects
+# up by a name computed at run time (the usual way around the dunder rule).
+FORBIDDEN_NAMES = {
+    "exec": "runs code",
+    "eval": "runs code",
+    "compile": "builds code",
+    "open": "reads or writes files",
+    "globals": "exposes the module's namespace",
+    "locals": "exposes a frame's namespace",
+    "vars": "exposes an object's namespace",
+    "dir": "is introspection",
+    "getattr": "looks up attributes by computed names",
+    "setattr": "modifies objects",
+    "delattr": "modifies objects",
+    "breakpoint": "starts a debugger",
+    "input": "reads the terminal",
+    "help": "starts an interactive helper",
+    "exit": "ends the process",
+    "quit": "ends the process",
+    "memoryview": "exposes raw memory",
+}
+
+# Library functions and submodules under an allowed module that touch files,
+# processes, native code, compilers or process-wide settings. Matched as a
+# prefix of the dotted path an attribute chain resolves to.
+FORBIDDEN_PATHS = {
+    "torch.load", "torch.save", "torch.from_file", "torch.hub", "torch.utils",
+    "torch.ops", "torch.library", "torch.classes", "torch.multiprocessing",
+    "torch.distributed", "torch.jit", "torch.compile", "torch.package",
+    "torch.fx", "torch.export", "torch.onnx", "torch.profiler", "torch.backends",
+    "torch.serialization", "torch.storage", "torch.overrides", "torch.manual_seed",
+    "torch.seed", "torch.random", "torch.use_deterministic_algorithms",
+    "numpy.load", "numpy.save", "numpy.savez", "numpy.savez_compressed",
+    "numpy.savetxt", "numpy.loadtxt", "numpy.genfromtxt", "numpy.fromfile",
+    "numpy.fromregex", "numpy.memmap", "numpy.ctypeslib", "numpy.lib",
+    "numpy.f2py", "numpy.distutils", "numpy.testing", "numpy.DataSource",
+    "numpy.random.seed", "numpy.show_config",
+}
+# Process-wide setters (torch.set_default_dtype, numpy.seterr, ...) change
+# how the trainer's own code behaves.
+_SETTER = re.compile(r"^(torch|numpy)\.(set|seterr)")
+
+# Attributes that lead out of the program whatever object they are read from:
+# raw pointers, frames and code objects (frames reach the worker's globals).
+FORBIDDEN_ATTRS = {
+    "ctypes", "tofile", "dump", "dumps", "mro",
+    "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "ag_frame", "ag_code",
+    "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "f_trace",
+    "tb_frame", "tb_next", "co_code", "co_consts",
+}
+
+_DUNDER = re.compile(r"__\w+__")
+_MAX_DEPTH = 100  # far deeper than any reward needs; absurd depths stall or crash the compiler
+_MAX_FINDINGS = 20  # enough to act on; a hostile program could produce thousands
+
+
+def lint(source: str, entry: str = "compute_reward", max_chars: int = 20_000) -> list[str]:
+    """Findings about ``source``, one short sentence each; an empty list passes."""
+    if len(source) > max_chars:
+        return [f"The program is {len(source)} characters long; keep it under {max_chars}."]
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as e:
+        where = f"Line {e.lineno}: s" if e.lineno else "S"
+        return [f"{where}yntax error: {e.msg}."]
+    except (ValueError, RecursionError, MemoryError):  # null bytes, absurd nesting
+        return ["The program cannot be parsed (null bytes or absurdly deep nesting); write plain Python source."]
+    if _depth(tree) > _MAX_DEPTH:
+        return [f"The program nests expressions more than {_MAX_DEPTH} levels deep; flatten it."]
+
+    checker = _Checker()
+    checker.check_module(tree, entry)
+    findings = list(dict.fromkeys(checker.findings))  # ordered, without repeats
+    if len(findings) > _MAX_FINDINGS:
+        findings = findings[:_MAX_FINDINGS] + [f"... and {len(findings) - _MAX_FINDINGS} more findings."]
+    return findings
+
+
+def _depth(tree: ast.AST) -> int:
+    # Iterative: a recursive walk would itself hit the recursion limit.
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((child, d + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
+def _dotted(node: ast.AST) -> list[str] | None:
+    """``a.b.c`` as ["a", "b", "c"], or None when the chain's root is not a name."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return parts[::-1]
+
+
+def _root_name(node: ast.AST) -> str | None:
+    """The variable an expression like ``state.obs[:, 0].x`` starts from."""
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+class _Checker(ast.NodeVisitor):
+    def __init__(self):
+        self.findings: list[str] = []
+        self.modules: dict[str, str] = {}  # local name -> dotted path it stands for
+        self.params: set[str] = set()  # the entry function's parameter names
+
+    def add(self, node: ast.AST, text: str) -> None:
+        line = getattr(node, "lineno", None)
+        self.findings.append(f"Line {line}: {text}" if line else text)
+
+    # ---------------------------------------------------------------- module
+    def check_module(self, tree: ast.Module, entry: str) -> None:
+        defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry]
+        if not defs:
+            self.add(tree, f"Define a top-level function `def {entry}(state, action):`.")
+        for fn in defs:
+            self._check_entry(fn, entry)
+        for node in tree.body:
+            # Top-level code runs when the program is loaded; a reward only
+            # needs imports, constants and functions there.
+            if not isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.Assign, ast.AnnAssign, ast.Expr)):
+                self.add(node, f"Top-level `{type(node).__name__.lower()}` statements are not allowed; "
+                               "keep only imports, constants and functions at the top level.")
+            elif isinstance(node, ast.Expr) and not isinstance(node.value, ast.Constant):
+                self.add(node, "Top-level expressions run at load time; move this call into a function.")
+        self.visit(tree)
+
+    def _check_entry(self, fn: ast.AST, entry: str) -> None:
+        if isinstance(fn, ast.AsyncFunctionDef):
+            self.add(fn, f"`{entry}` must be a plain `def`, not `async def`.")
+            return
+        a = fn.args
+        names = [p.arg for p in a.posonlyargs + a.args]
+        required = names[: len(names) - len(a.defaults)]
+        if names[:2] != ["state", "action"] or len(required) > 2 or a.vararg or a.kwarg or a.kwonlyargs:
+            self.add(fn, f"`{entry}` must take exactly two parameters: `def {entry}(state, action):`.")
+        self.params = {"state", "action"}
+        if any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in ast.walk(fn)):
+            self.add(fn, f"`{entry}` must `return reward, components`, not `yield`.")
+
+    # ---------------------------------------------------------------- imports
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            if alias.name not in ALLOWED_MODULES:
+                self.add(node, f"`import {alias.name}` is not allowed; only {_allowed()} may be imported.")
+                continue
+            if alias.asname:
+                self.modules[alias.asname] = alias.name
+            else:  # `import torch.nn` binds `torch`
+                top = alias.name.split(".")[0]
+                self.modules[top] = top
+            self._check_name(node, alias.asname)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        mod = node.module or ""
+        if node.level:
+            self.add(node, "Relative imports are not allowed.")
+            return
+        if mod == "__future__":
+            return  # compiler directives (`annotations`), nothing is loaded
+        if mod not in ALLOWED_MODULES:
+            self.add(node, f"`from {mod} import ...` is not allowed; only {_allowed()} may be imported.")
+            return
+        for alias in node.names:
+            if alias.name == "*":
+                self.add(node, f"`from {mod} import *` is not allowed; import the names you use.")
+                continue
+            path = f"{mod}.{alias.name}"
+            self.modules[alias.asname or alias.name] = path
+            self._check_path(node, path)
+            self._check_name(node, alias.name)
+            self._check_name(node, alias.asname)
+
+    # ---------------------------------------------------------------- names
+    def _check_name(self, node: ast.AST, name: str | None) -> None:
+        if name and _DUNDER.fullmatch(name):
+            self.add(node, f"Dunder names like `{name}` are not allowed.")
+
+    def visit_Name(self, node: ast.Name) -> None:
+        self._check_name(node, node.id)
+        if node.id in FORBIDDEN_NAMES:
+            self.add(node, f"`{node.id}` {FORBIDDEN_NAMES[node.id]} and is not allowed in a reward program.")
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self._check_name(node, node.name)
+        self.generic_visit(node)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self.add(node, "Classes are not allowed; write plain functions.")
+        self.generic_visit(node)
+
+    def visit_arg(self, node: ast.arg) -> None:
+        self._check_name(node, node.arg)
+
+    def visit_keyword(self, node: ast.keyword) -> None:
+        self._check_name(node, node.arg)
+        self.generic_visit(node)
+
+    def visit_Global(self, node: ast.Global) -> None:
+        for name in node.names:
+            self._check_name(node, name)
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        # "{0.__class__}".format(x) walks attributes from inside a string.
+        if isinstance(node.value, str) and _DUNDER.search(node.value):
+            self.add(node, "Strings containing dunder names (`__...__`) are not allowed.")
+
+    # ---------------------------------------------------------------- attributes
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        attr = node.attr
+        if _DUNDER.fullmatch(attr):
+            self.add(node, f"Dunder attribute `.{attr}` is not allowed.")
+        elif attr.startswith("_"):
+            self.add(node, f"Private attribute `.{attr}` is not allowed; use the public State API "
+                           "(state.obs, state.body(name).pos, ...).")
+        elif attr in FORBIDDEN_ATTRS:
+            self.add(node, f"Attribute `.{attr}` is not allowed in a reward program.")
+        parts = _dotted(node)
+        if parts and parts[0] in self.modules:
+            self._check_path(node, ".".join([self.modules[parts[0]]] + parts[1:]))
+        self.generic_visit(node)
+
+    def _check_path(self, node: ast.AST, path: str) -> None:
+        if any(path == p or path.startswith(p + ".") for p in FORBIDDEN_PATHS) or _SETTER.match(path):
+            self.add(node, f"`{path}` is not allowed: a reward program computes tensors and touches "
+                           "no files, processes or global settings.")
+
+    # ---------------------------------------------------------------- mutation
+    def _check_target(self, target: ast.AST) -> None:
+        if isinstance(target, (ast.Tuple, ast.List)):
+            for t in target.elts:
+                self._check_target(t)
+        elif isinstance(target, ast.Starred):
+            self._check_target(target.value)
+        elif isinstance(target, ast.Attribute):
+            self.add(target, "Assigning to attributes (`x.y = ...`) is not allowed; "
+                             "compute new values instead of modifying objects or libraries.")
+        elif isinstance(target, ast.Subscript) and _root_name(target) in self.params:
+            self.add(target, f"Do not write into `{_root_name(target)}`; copy it first "
+                             "(`x = state.qpos.clone()`) and modify the copy.")
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        for t in node.targets:
+            self._check_target(t)
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self._check_target(node.target)
+        self.generic_visit(node)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self._check_target(node.target)
+        self.generic_visit(node)
+
+    def visit_Delete(self, node: ast.Delete) -> None:
+        for t in node.targets:
+            self._check_target(t)
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        # In-place tensor methods (add_, copy_, zero_, ...) on the inputs.
+        f = node.func
+        if (isinstance(f, ast.Attribute) and f.attr.endswith("_") and not f.attr.startswith("_")
+                and _root_name(f.value) in self.params):
+            self.add(node, f"`.{f.attr}()` modifies `{_root_name(f.value)}` in place; "
+                           f"use the out-of-place `.{f.attr[:-1]}()` instead.")
+        self.generic_visit(node)
+
+
+def _allowed() -> str:
+    return ", ".join(sorted(ALLOWED_MODULES))

@@ -1,0 +1,135 @@
+"""The static filter: good programs pass untouched, bad ones get a finding the LLM can act on."""
+
+import pytest
+
+from reward_designer.lint import lint
+
+GOOD = '''
+"""Run forward without wasting torque."""
+from __future__ import annotations
+import math
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from typing import Dict
+from reward_designer.state import State
+
+TARGET_SPEED = 1.5
+WEIGHTS = {"forward": 1.0, "ctrl": 0.1}
+
+
+def _gauss(x, width=0.5):
+    return torch.exp(-(x / width) ** 2)
+
+
+def compute_reward(state: State, action: torch.Tensor):
+    v = state.body("torso").linvel[:, 0]
+    ctrl = WEIGHTS["ctrl"] * (action ** 2).sum(-1)
+    q = state.qpos.clone()
+    q[:, 0] = 0.0
+    height = F.relu(q[:, 1]) + math.pi * 0
+    speed = _gauss(v - TARGET_SPEED)
+    with torch.no_grad():
+        r = torch.clamp(speed - ctrl + 0.0 * height, -10.0, 10.0)
+    r = r + float(np.sqrt(4.0)) * 0
+    return r, {"speed": speed, "ctrl": -ctrl}
+'''
+
+
+def test_a_typical_reward_passes():
+    assert lint(GOOD) == []
+
+
+def _one(src: str) -> str:
+    findings = lint(src)
+    assert findings, src
+    return " ".join(findings)
+
+
+ENTRY = "def compute_reward(state, action):\n    {}\n    return state.obs[:, 0], {{}}\n"
+
+
+@pytest.mark.parametrize(
+    "body, expect",
+    [
+        ('open("/etc/passwd")', "`open`"),
+        ('eval("1")', "`eval`"),
+        ('exec("x=1")', "`exec`"),
+        ('compile("1", "", "eval")', "`compile`"),
+        ('getattr(state, "obs")', "`getattr`"),
+        ('setattr(state, "dt", 0)', "`setattr`"),
+        ("globals()", "`globals`"),
+        ("vars(state)", "`vars`"),
+        ("breakpoint()", "`breakpoint`"),
+        ("x = ().__class__", "Dunder attribute `.__class__`"),
+        ("x = __builtins__", "Dunder names"),
+        ('__import__("os")', "Dunder names"),
+        ("x = state._physics", "Private attribute `._physics`"),
+        ('x = "{0.__class__}".format(1)', "dunder"),
+        ("g = (i for i in []); x = g.gi_frame.f_back", "`.gi_frame`"),
+        ("x = torch.load", "`torch.load`"),
+        ("x = torch.utils.cpp_extension", "`torch.utils`"),
+        ("torch.set_num_threads(8)", "`torch.set_num_threads`"),
+        ("np.random.seed(0)", "`numpy.random.seed`"),
+        ("x = state.obs.numpy().ctypes", "`.ctypes`"),
+        ("torch.sum = None", "Assigning to attributes"),
+        ("state.dt = 0", "Assigning to attributes"),
+        ("state.obs[:] = 0", "Do not write into `state`"),
+        ("action.mul_(0)", "`.mul_()` modifies `action`"),
+        ("state.qpos.zero_()", "`.zero_()` modifies `state`"),
+    ],
+)
+def test_forbidden_constructs(body, expect):
+    src = "import torch\nimport numpy as np\n" + ENTRY.format(body)
+    assert expect in _one(src)
+
+
+@pytest.mark.parametrize(
+    "src, expect",
+    [
+        ("import os\n" + ENTRY.format("pass"), "`import os` is not allowed"),
+        ("import subprocess as s\n" + ENTRY.format("pass"), "`import subprocess`"),
+        ("from ctypes import CDLL\n" + ENTRY.format("pass"), "`from ctypes import ...`"),
+        ("from torch import *\n" + ENTRY.format("pass"), "import *"),
+        ("from torch import load\n" + ENTRY.format("pass"), "`torch.load`"),
+        ("from . import x\n" + ENTRY.format("pass"), "Relative imports"),
+        ("import torch.utils.data\n" + ENTRY.format("pass"), "`import torch.utils.data`"),
+        ("def reward(state, action):\n    return 0\n", "Define a top-level function"),
+        ("def compute_reward(state):\n    return 0\n", "exactly two parameters"),
+        ("def compute_reward(s, a):\n    return 0\n", "exactly two parameters"),
+        ("def compute_reward(state, action, *rest):\n    return 0\n", "exactly two parameters"),
+        ("async def compute_reward(state, action):\n    return 0\n", "not `async def`"),
+        ("def compute_reward(state, action):\n    yield 0\n", "not `yield`"),
+        ("class A:\n    pass\n" + ENTRY.format("pass"), "Classes"),
+        ("while True:\n    pass\n" + ENTRY.format("pass"), "Top-level `while`"),
+        ("print(1)\n" + ENTRY.format("pass"), "Top-level expressions"),
+        ("def compute_reward(state, action:\n", "yntax error"),
+        ("x = 1\0\n", "yntax error"),
+        ("x = " + "-" * 5000 + "1\n" + ENTRY.format("pass"), "cannot be parsed"),
+        ("x = " + "[" * 99 + "]" * 99 + "\n" + ENTRY.format("pass"), "nests expressions"),
+        ("x = 1\n" * 5000, "characters long"),
+    ],
+)
+def test_module_level_rules(src, expect):
+    assert expect in _one(src)
+
+
+def test_findings_are_sentences_with_lines_and_capped():
+    src = "import torch\n" + ENTRY.format("; ".join(["eval('1')", "open('x')"] * 30))
+    findings = lint(src)
+    # Same finding on the same line is reported once.
+    assert findings == ["Line 3: `eval` runs code and is not allowed in a reward program.",
+                        "Line 3: `open` reads or writes files and is not allowed in a reward program."]
+    many = "import torch\n" + "\n".join(f"x{i} = state._p{i}" for i in range(40)) + "\n" + ENTRY.format("pass")
+    findings = lint(many)
+    assert len(findings) == 21 and findings[-1].startswith("... and")
+
+
+def test_obfuscation_is_the_runtime_layers_job():
+    # The lint is a filter: built strings reach no forbidden *syntax*. These
+    # programs are exercised against the sandbox in tests/adversarial/.
+    src = ENTRY.format('x = [c for c in (1).__class__.__mro__]')  # caught: dunder syntax
+    assert lint(src)
+    sneaky = ENTRY.format('name = "gl" + "obals"; x = state.obs.sum(dim=0)')
+    assert lint(sneaky) == []
