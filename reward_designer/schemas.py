@@ -60,6 +60,7 @@ class ProbeJob(_Job):
 
     kind: Literal["probe"] = "probe"
     code: str
+    entry: str = "compute_reward"  # or "compute_fitness": a fitness function returns one tensor
     num_envs: int = 8
     steps: int = 48
 
@@ -112,8 +113,8 @@ class ProbeResult(BaseModel):
     constant: bool = True
     components: dict[str, float] = {}  # mean of each component over the probe
     component_sum_gap: float | None = None  # max |reward - sum(components)|
-    reward_mean: float = 0.0
-    reward_std: float = 0.0
+    reward_mean: float | None = None  # None when not finite
+    reward_std: float | None = None
     ms_per_call: float = 0.0
 
 
@@ -132,6 +133,7 @@ class EpisodeStats(BaseModel):
     length: int
     terminated: bool  # the env ended it (fell, flipped over), not the time limit
     env_return: float
+    step_fitness: list[float] = []  # the fitness value of each step, for the reward-fitness correlation
 
 
 class AnalyzeResult(BaseModel):
@@ -146,6 +148,7 @@ class RewardEvalResult(BaseModel):
     ok: bool
     error: str = ""
     episode_reward: list[float] = []  # per episode, summed
+    step_reward: list[list[float]] = []  # per episode, per step
     components: dict[str, list[float]] = {}  # per episode, mean per step
     component_thirds: dict[str, list[float]] = {}  # mean over each third of the episodes' steps
 

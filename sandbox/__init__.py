@@ -38,6 +38,7 @@ def run_worker(
     workdir: Path,
     limits: Limits | None = None,
     poll: Callable[[], None] | None = None,
+    require: bool = False,
 ) -> Outcome:
     limits = limits or Limits()
     t0 = time.monotonic()

@@ -1,0 +1,114 @@
+"""Critic: a reward program is checked before any training is spent on it.
+
+(1) static lint, (2) a probe in a sandboxed worker on real states sampled from
+rollouts, (3) optionally an LLM review of whether the code does what the task
+says (Auto MC-Reward's reward critic). Findings go back to the designer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from . import templates
+from .sandbox import Limits, Outcome
+from .jobs import run_job
+from .lint import lint
+from .program import ENTRY
+from .schemas import ProbeJob, ProbeResult, TaskSpec
+
+MAX_MS_PER_CALL = 25.0  # per call on the probe batch; training calls it every vector step
+SUM_TOLERANCE = 1e-3
+
+
+class CriticReport(BaseModel):
+    ok: bool
+    stage: Literal["lint", "probe", "review", "passed"]
+    findings: list[str] = []
+    probe: ProbeResult | None = None
+    sandbox: Outcome | None = None
+    review: str = ""  # the LLM reviewer's raw verdict, when asked
+
+
+def probe_findings(p: ProbeResult) -> list[str]:
+    """What is wrong with a program by what it returned on real states."""
+    if not p.ok:
+        return [f"it failed on real states:\n{p.error}"]
+    found = []
+    if not p.finite:
+        found.append("it returned NaN or infinite values (reward or a component) on real states")
+    elif p.constant:
+        found.append("the reward is the same for every state and action, so it cannot guide learning")
+    if p.finite and not p.components:
+        found.append("it returned no components: return a dict of the named reward terms")
+    elif p.finite and p.component_sum_gap is not None and p.component_sum_gap > SUM_TOLERANCE * (
+        1 + abs(p.reward_mean or 0.0)
+    ):
+        found.append(
+            f"the components do not sum to the reward (gap up to {p.component_sum_gap:.3g}); "
+            "apply weights inside each component"
+        )
+    if p.ms_per_call > MAX_MS_PER_CALL:
+        found.append(f"one call took {p.ms_per_call:.1f} ms on {p.reward_shape} envs; vectorize it (limit {MAX_MS_PER_CALL} ms)")
+    return found
+
+
+class Critic:
+    def __init__(
+        self,
+        env_id: str,
+        env_kwargs: dict | None = None,
+        llm=None,
+        task: TaskSpec | None = None,
+        envcard: str = "",
+        limits: Limits | None = None,
+        require_sandbox: bool = False,
+        seed: int = 0,
+    ):
+        self.env_id, self.env_kwargs = env_id, env_kwargs or {}
+        self.llm, self.task, self.envcard = llm, task, envcard
+        self.limits = limits or Limits(wall_s=60, cpu_s=60, memory_mb=4096)
+        self.require_sandbox, self.seed = require_sandbox, seed
+
+    def check(self, code: str | None, workdir: Path, entry: str = ENTRY) -> CriticReport:
+        if code is None:
+            return CriticReport(ok=False, stage="lint", findings=[f"no Python code defining {entry}() was found in the reply"])
+        findings = lint(code, entry=entry)
+        if findings:
+            return CriticReport(ok=False, stage="lint", findings=findings)
+        job = ProbeJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed, code=code, entry=entry)
+        out = run_job(job, workdir, self.limits, require_sandbox=self.require_sandbox)
+        if out.result is None:
+            return CriticReport(ok=False, stage="probe", findings=[out.problem], sandbox=out.sandbox)
+        findings = probe_findings(out.result)
+        if entry != ENTRY:  # a fitness function returns one tensor, no components
+            findings = [f for f in findings if "components" not in f]
+        if findings:
+            return CriticReport(ok=False, stage="probe", findings=findings, probe=out.result, sandbox=out.sandbox)
+        if self.llm is not None and self.task is not None:
+            return self._review(code, out.result, out.sandbox)
+        return CriticReport(ok=True, stage="passed", probe=out.result, sandbox=out.sandbox)
+
+    def _review(self, code: str, probe: ProbeResult, outcome: Outcome) -> CriticReport:
+        chat = [{"role": "user", "content": templates.render("critic.j2", task=self.task, envcard=self.envcard,
+                                                           code=code, probe=probe)}]
+        text = self.llm.complete(chat, n=1, purpose="critic", temperature=0.0)[0].text
+        verdict = parse_verdict(text)
+        ok = verdict["verdict"] != "fail"
+        return CriticReport(ok=ok, stage="passed" if ok else "review", findings=[] if ok else verdict["issues"],
+                            probe=probe, sandbox=outcome, review=text)
+
+
+def parse_verdict(text: str) -> dict:
+    """The reviewer's JSON verdict; an unreadable reply counts as a pass (the review is advisory)."""
+    match = re.search(r"\{.*\}", text, re.DOTALL)
+    try:
+        data = json.loads(match.group(0)) if match else {}
+    except json.JSONDecodeError:
+        data = {}
+    issues = [str(i) for i in data.get("issues", []) if str(i).strip()] or ["the reviewer found it does not match the task"]
+    return {"verdict": str(data.get("verdict", "pass")).lower(), "issues": issues}

@@ -1,0 +1,455 @@
+"""EnvCard: what the designer LLM may read about an environment.
+
+Built by introspecting a gymnasium env (the MuJoCo model's names and index
+ranges, the observation layout, spaces, timing, episode length, and the parts
+of the env's docstring that describe the task and its termination) and
+rendered as a compact Python class stub, the way Text2Reward presents an
+environment. The env's own reward is deliberately left out: the designer is
+asked to write one, and the env reward is the baseline it is measured against.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from importlib.resources import files
+from typing import Literal
+
+import gymnasium as gym
+import jinja2
+import numpy as np
+from pydantic import BaseModel
+
+from reward_designer.state import ModelLayout, layout_from_model
+
+SUMMARY_CHARS = 450  # the task description, cut at a sentence end
+SECTION_CHARS = 700  # termination / observation / action notes from a docstring
+
+# MjData fields that gymnasium's MuJoCo envs put into observations (named in
+# their `observation_structure`) that are not qpos/qvel: what a block holds.
+_MJDATA_FIELDS = {
+    "cinert": "body inertias, 10 per body",
+    "cvel": "body velocities (angular, linear), 6 per body",
+    "qfrc_actuator": "actuator forces per dof",
+    "cfrc_ext": "external (contact) forces (torque, force), 6 per body",
+    "ten_length": "tendon lengths",
+    "ten_velocity": "tendon velocities",
+}
+
+
+class ObsField(BaseModel):
+    """One contiguous block of the observation: obs[start:end] = fn(source[index])."""
+
+    start: int
+    end: int  # [start, end) into obs
+    # A State expression ("qpos", "qvel", 'body("torso").pos', 'site("tip").pos',
+    # 'sensor("touch")'), or "other" for what is not a plain copy of one.
+    source: str = "other"
+    fn: Literal["", "cos", "sin"] = ""
+    index: tuple[int, int] | None = None  # [start, end) into source
+    note: str = ""  # joints covered, or what an "other" block holds
+
+    def expr(self) -> str:
+        """Right-hand side as text, e.g. ``qpos[1:9]``, ``cos(qpos[0:2])``, ``body("tip").pos``."""
+        if self.index is None:
+            return self.note or "other"
+        a, b = self.index
+        full = self.source.endswith(".pos") and (a, b) == (0, 3)
+        sub = "" if full else (f"[{a}]" if b - a == 1 else f"[{a}:{b}]")
+        text = f"{self.source}{sub}"
+        return f"{self.fn}({text})" if self.fn else text
+
+
+class EnvCard(BaseModel):
+    env_id: str
+    summary: str  # the docstring's description, trimmed
+    is_mujoco: bool
+    observation_space: str
+    action_space: str
+    observation_shape: list[int]
+    action_shape: list[int]
+    action_low: list[float]
+    action_high: list[float]
+    dt: float | None  # seconds per env step
+    timestep: float | None  # seconds per physics step
+    frame_skip: int | None
+    max_episode_steps: int | None
+    gravity: list[float] | None = None
+    layout: ModelLayout | None = None
+    obs_layout: list[ObsField] = []
+    termination: str = ""  # termination conditions, if the docstring states them
+    # Docstring sections for envs without a model to name things by (non-MuJoCo).
+    observation_notes: str = ""
+    action_notes: str = ""
+
+    @classmethod
+    def from_env(cls, env_id: str, env_kwargs: dict | None = None) -> "EnvCard":
+        """Introspect ``gym.make(env_id, **env_kwargs)``; ValueError for an unregistered id."""
+        try:
+            env = gym.make(env_id, **{"disable_env_checker": True, **(env_kwargs or {})})
+        except gym.error.UnregisteredEnv as e:
+            raise ValueError(f"unknown env id {env_id!r}: {' '.join(str(e).split())}") from None
+        try:
+            return _card(env_id, env)
+        finally:
+            env.close()
+
+    def render(self) -> str:
+        """The card as a compact Python class stub (prompts/envcard.py.j2)."""
+        return _template().render(card=self, **_view(self)).strip() + "\n"
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _card(env_id: str, env: gym.Env) -> EnvCard:
+    u = env.unwrapped
+    model, data = _mujoco_model(u)
+    sections = _doc_sections(type(u).__doc__ or "")
+    is_mujoco = model is not None
+    low, high = _action_bounds(env.action_space)
+    frame_skip = getattr(u, "frame_skip", None) if is_mujoco else None
+    dt = getattr(u, "dt", None)
+    card = EnvCard(
+        env_id=env_id,
+        summary=_summary(sections),
+        is_mujoco=is_mujoco,
+        observation_space=_space_text(env.observation_space),
+        action_space=_space_text(env.action_space),
+        observation_shape=list(env.observation_space.shape or ()),
+        action_shape=list(env.action_space.shape or ()),
+        action_low=low,
+        action_high=high,
+        dt=float(dt) if isinstance(dt, (int, float)) else None,
+        timestep=float(model.opt.timestep) if is_mujoco else None,
+        frame_skip=int(frame_skip) if isinstance(frame_skip, (int, np.integer)) else None,
+        max_episode_steps=_max_episode_steps(env),
+        termination=_termination(sections),
+    )
+    if is_mujoco:
+        card.gravity = [float(g) for g in model.opt.gravity]
+        card.layout = layout_from_model(model)
+        card.obs_layout = _obs_layout(u, model, data, card.layout)
+    if not card.obs_layout:
+        # Nothing to name the observation by: the docstring is all there is.
+        card.observation_notes = _clip(_clean(sections.get("observation space", "")), SECTION_CHARS)
+        card.action_notes = _clip(_clean(sections.get("action space", "")), SECTION_CHARS)
+    return card
+
+
+def _mujoco_model(u):
+    import mujoco
+
+    model, data = getattr(u, "model", None), getattr(u, "data", None)
+    if isinstance(model, mujoco.MjModel) and isinstance(data, mujoco.MjData):
+        return model, data
+    return None, None
+
+
+def _action_bounds(space) -> tuple[list[float], list[float]]:
+    if isinstance(space, gym.spaces.Box):
+        return [float(x) for x in space.low.ravel()], [float(x) for x in space.high.ravel()]
+    if isinstance(space, gym.spaces.Discrete):
+        return [float(space.start)], [float(space.start + space.n - 1)]
+    return [], []
+
+
+def _space_text(space) -> str:
+    if isinstance(space, gym.spaces.Box):
+        lo, hi = np.unique(space.low), np.unique(space.high)
+        if lo.size == 1 and hi.size == 1:  # uniform bounds: say them once
+            return f"Box({_num(lo[0])}, {_num(hi[0])}, {space.shape})"
+    return " ".join(str(space).split())
+
+
+def _max_episode_steps(env: gym.Env) -> int | None:
+    # The TimeLimit wrapper is the truth (env_kwargs may override the spec's default).
+    e = env
+    while isinstance(e, gym.Wrapper):
+        if isinstance(e, gym.wrappers.TimeLimit):
+            return int(e._max_episode_steps)
+        e = e.env
+    return env.spec.max_episode_steps if env.spec else None
+
+
+# --------------------------------------------------------------------------- observation layout
+
+
+def _obs_layout(u, model, data, layout: ModelLayout) -> list[ObsField]:
+    """Match each observation entry to the state entry it copies, numerically.
+
+    The env's own observation function is called on two random physics states;
+    an entry is attributed to a candidate (qpos, qvel, cos/sin of a hinge angle,
+    a body/site position, a sensor reading) only if it equals it on both and
+    the candidate differs between them (a constant, e.g. a planar model's y,
+    would match anything constant). Anything else is "other".
+    """
+    import mujoco
+
+    get_obs = getattr(u, "_get_obs", None)
+    if not callable(get_obs):
+        return []
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(2):
+        _randomize(model, data, layout, rng)
+        mujoco.mj_forward(model, data)
+        obs = np.asarray(get_obs(), dtype=np.float64).ravel()
+        labels, values = _candidates(model, data, layout)
+        samples.append((obs, values))
+    (obs1, cand1), (obs2, cand2) = samples
+    if obs1.shape != obs2.shape:
+        return []
+    tol1 = 1e-5 * (1 + np.abs(obs1))[:, None]
+    tol2 = 1e-5 * (1 + np.abs(obs2))[:, None]
+    match = (np.abs(obs1[:, None] - cand1[None]) <= tol1) & (np.abs(obs2[:, None] - cand2[None]) <= tol2)
+    match &= (cand1 != cand2)[None]
+    match[obs1 == obs2] = False
+    labels_per_entry = [labels[int(np.argmax(row))] if row.any() else None for row in match]
+    fields = _group(labels_per_entry)
+    _name_fields(fields, layout)
+    _label_other(fields, getattr(u, "observation_structure", None), len(obs1))
+    return fields
+
+
+def _randomize(model, data, layout: ModelLayout, rng) -> None:
+    """A random state with distinct values everywhere (quaternions kept unit)."""
+    data.qpos[:] = rng.uniform(-1, 1, model.nq)
+    data.qvel[:] = rng.uniform(-1, 1, model.nv)
+    for j in layout.joints.values():
+        if j.type in ("free", "ball"):
+            q0 = j.qpos[1] - 4
+            q = rng.normal(size=4)
+            data.qpos[q0 : j.qpos[1]] = q / np.linalg.norm(q)
+
+
+def _candidates(model, data, layout: ModelLayout):
+    """Flat arrays of what an observation entry could copy, in order of preference."""
+    hinge = np.zeros(model.nq, dtype=bool)
+    for j in layout.joints.values():
+        hinge[j.qpos[0]] |= j.type == "hinge"
+    qpos = np.asarray(data.qpos, dtype=np.float64)
+    groups = [
+        ("qpos", "", qpos),
+        ("qvel", "", np.asarray(data.qvel, dtype=np.float64)),
+        # cos/sin only mean something for angles; NaN never matches.
+        ("qpos", "cos", np.where(hinge, np.cos(qpos), np.nan)),
+        ("qpos", "sin", np.where(hinge, np.sin(qpos), np.nan)),
+    ]
+    groups += [(f'body("{n}").pos', "", data.xpos[b]) for n, b in layout.bodies.items() if b > 0]
+    groups += [(f'site("{n}").pos', "", data.site_xpos[s]) for n, s in layout.sites.items()]
+    groups += [(f'sensor("{n}")', "", data.sensordata[a:b]) for n, (a, b) in layout.sensors.items()]
+    labels = [(src, fn, i) for src, fn, vals in groups for i in range(len(vals))]
+    values = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for _, _, v in groups])
+    return labels, values
+
+
+def _group(labels: list) -> list[ObsField]:
+    """Runs of entries that copy consecutive entries of one source become one field."""
+    fields: list[ObsField] = []
+    for i, lab in enumerate(labels):
+        last = fields[-1] if fields else None
+        if lab is None:
+            if last is not None and last.index is None:
+                last.end = i + 1
+            else:
+                fields.append(ObsField(start=i, end=i + 1))
+            continue
+        src, fn, k = lab
+        if last is not None and last.index is not None and (last.source, last.fn) == (src, fn) and last.index[1] == k:
+            last.end, last.index = i + 1, (last.index[0], k + 1)
+        else:
+            fields.append(ObsField(start=i, end=i + 1, source=src, fn=fn, index=(k, k + 1)))
+    return fields
+
+
+def _name_fields(fields: list[ObsField], layout: ModelLayout) -> None:
+    """Note which joints a qpos/qvel block covers: 'rootz..ffoot'."""
+    for f in fields:
+        if f.source not in ("qpos", "qvel") or f.index is None:
+            continue
+        a, b = f.index
+        names = [n for n, j in layout.joints.items() if getattr(j, f.source)[0] < b and getattr(j, f.source)[1] > a]
+        f.note = names[0] if len(names) == 1 else (f"{names[0]}..{names[-1]}" if names else "")
+
+
+def _label_other(fields: list[ObsField], structure, obs_dim: int) -> None:
+    """Name the "other" blocks from gymnasium's ``observation_structure`` where it agrees.
+
+    That dict lists the observation's parts in order (qpos, qvel, cfrc_ext, ...).
+    It is trusted only if its sizes add up to the observation and its qpos/qvel
+    parts sit exactly where the numeric match found qpos/qvel.
+    """
+    if not isinstance(structure, dict):
+        return
+    parts, at = [], 0
+    for key, size in structure.items():
+        if key.startswith("skipped") or not isinstance(size, int) or size <= 0:
+            continue
+        parts.append((key, at, at + size))
+        at += size
+    if at != obs_dim:
+        return
+    found = {(f.source, f.start, f.end) for f in fields if f.source in ("qpos", "qvel") and not f.fn}
+    if {(k, a, b) for k, a, b in parts if k in ("qpos", "qvel")} != found:
+        return
+    out = []
+    for f in fields:
+        if f.index is not None:
+            out.append(f)
+            continue
+        pos = f.start
+        for key, a, b in parts:
+            lo, hi = max(a, f.start), min(b, f.end)
+            if lo >= hi:
+                continue
+            if lo > pos:  # a stretch the structure does not name
+                out.append(ObsField(start=pos, end=lo))
+            named = key not in ("qpos", "qvel")
+            note = f"{key}: {_MJDATA_FIELDS[key]}" if key in _MJDATA_FIELDS else key
+            out.append(ObsField(start=lo, end=hi, note=note if named else ""))
+            pos = hi
+        if pos < f.end:
+            out.append(ObsField(start=pos, end=f.end))
+    fields[:] = out
+
+
+# --------------------------------------------------------------------------- docstring
+
+
+def _doc_sections(doc: str) -> dict[str, str]:
+    """A gymnasium-style docstring's '## Title' sections, keyed by lower-case title.
+
+    Text before the first heading goes under "description" when there is no
+    such section (a plain docstring is all description).
+    """
+    lines = inspect.cleandoc(doc).splitlines()
+    sections: dict[str, list[str]] = {"": []}
+    key = ""
+    for line in lines:
+        m = re.match(r"##\s+(.+?):?\s*$", line)
+        if m and not line.startswith("###"):
+            key = m.group(1).strip().lower()
+            sections[key] = []
+        else:
+            sections[key].append(line)
+    out = {k: "\n".join(v).strip() for k, v in sections.items()}
+    if not out.get("description"):
+        out["description"] = out.get("", "")
+    return out
+
+
+_LATEX = {r"\infty": "inf", r"\leq": "<=", r"\geq": ">=", r"\times": "x", r"\cdot": "*", r"\pm": "+-"}
+
+
+def _clean(text: str) -> str:
+    """Docstring markdown to plain compact text: no figures, code, links, LaTeX or table rules."""
+    out, fenced = [], False
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced or s.startswith("![") or s.startswith(":") or re.fullmatch(r"\|?[\s|:-]+\|?", s or "x"):
+            continue
+        s = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", s)  # links -> their text
+        s = re.sub(r"<sup>(.*?)</sup>", r"^\1", s)
+        for k, v in _LATEX.items():
+            s = s.replace(k, v)
+        s = s.replace("$", "").replace("**", "").replace("\\", "").replace('"""', "'''")
+        out.append(" ".join(s.split()))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
+
+
+def _clip(text: str, limit: int) -> str:
+    """Cut at the last sentence or line end before ``limit``."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    cut = max(head.rfind(". "), head.rfind(".\n"), head.rfind("\n"))
+    return (head[: cut + 1] if cut > limit // 3 else head).rstrip() + " ..."
+
+
+def _summary(sections: dict[str, str]) -> str:
+    # One flowing paragraph: line breaks in a description are only source wrapping.
+    return _clip(" ".join(_clean(sections.get("description", "")).split()), SUMMARY_CHARS)
+
+
+def _termination(sections: dict[str, str]) -> str:
+    text = sections.get("episode end") or sections.get("episode termination") or ""
+    # gymnasium's MuJoCo docstrings split "### Termination" / "### Truncation";
+    # truncation is max_episode_steps, which the card states from the TimeLimit.
+    m = re.search(r"###\s*Termination\s*\n(.*?)(?=\n\s*###|\Z)", text, re.S)
+    if m:
+        text = m.group(1)
+    return _clip(_clean(text), SECTION_CHARS)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _num(x: float) -> str:
+    return f"{float(x):.4g}"
+
+
+def _span(name: str, span: tuple[int, int]) -> str:
+    a, b = span
+    return f"{name}[{a}]" if b - a == 1 else f"{name}[{a}:{b}]"
+
+
+def _view(card: EnvCard) -> dict:
+    """Strings the template lays out; the formatting decisions live here, the layout there."""
+    lay = card.layout
+    joints, loose_actuators = [], []
+    if lay is not None:
+        # action[:, i] drives actuator i when the action is the control vector (MujocoEnv).
+        direct = card.action_shape == [len(lay.actuators)]
+        driven: dict[str, str] = {}
+        for i, (name, act) in enumerate(lay.actuators.items()):
+            ctrl = f" ctrl [{_num(act.ctrl_range[0])}, {_num(act.ctrl_range[1])}]" if act.ctrl_range else ""
+            text = (f"action[:, {i}]" if direct else f"actuator {name}") + ctrl
+            if act.target in lay.joints and act.target not in driven:
+                driven[act.target] = text
+            else:
+                loose_actuators.append(f"{name}: {text}" + (f" -> {act.target}" if act.target else ""))
+        width = max((len(n) for n in lay.joints), default=0)
+        for name, j in lay.joints.items():
+            rng = f" range [{_num(j.range[0])}, {_num(j.range[1])}]" if j.range else ""
+            act = f" <- {driven[name]}" if name in driven else ""
+            joints.append(f"{name.ljust(width)} {j.type:<5} {_span('qpos', j.qpos)} {_span('qvel', j.qvel)}{rng}{act}")
+    timing = []
+    if card.dt is not None:
+        timing.append(f"dt = {_num(card.dt)} s per step")
+    if card.timestep is not None and card.frame_skip is not None:
+        timing.append(f"= timestep {_num(card.timestep)} s x frame_skip {card.frame_skip}")
+    episode = (
+        f"at most {card.max_episode_steps} steps (then truncated)"
+        if card.max_episode_steps
+        else "no time limit"
+    )
+    up = None
+    if card.gravity is not None and any(card.gravity):
+        axis = int(np.argmax(np.abs(card.gravity)))
+        up = ("-" if card.gravity[axis] > 0 else "+") + "xyz"[axis]
+    return {
+        "class_doc_env": f"{card.env_id} ({'MuJoCo' if card.is_mujoco else 'not MuJoCo: obs only'})",
+        "episode": episode,
+        "timing": " ".join(timing),
+        "up": up,
+        "obs_lines": [f"obs[{f.start}:{f.end}] = {f.expr()}" + (f"  ({f.note})" if f.note and f.index is not None else "") for f in card.obs_layout],
+        "bodies": [n for n, b in (lay.bodies.items() if lay else []) if b > 0],
+        "joints": joints,
+        "has_free": lay is not None and any(j.type == "free" for j in lay.joints.values()),
+        "loose_actuators": loose_actuators,
+        "sites": list(lay.sites) if lay else [],
+        "sensors": [f"{n} [{b - a}]" for n, (a, b) in lay.sensors.items()] if lay else [],
+        "action_dim": card.action_shape[0] if card.action_shape else None,
+    }
+
+
+def _template() -> jinja2.Template:
+    text = files("reward_designer.prompts").joinpath("envcard.py.j2").read_text(encoding="utf-8")
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True
+    )
+    return env.from_string(text)

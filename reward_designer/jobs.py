@@ -1,0 +1,54 @@
+"""Run one worker job in the sandbox and read back its validated result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from pydantic import BaseModel, ValidationError
+
+from .sandbox import Limits, Outcome, run_worker
+from .schemas import Job, JobEnvelope, Result, ResultEnvelope
+
+
+class JobOutcome(BaseModel):
+    result: Result | None = None
+    sandbox: Outcome
+    problem: str = ""  # why there is no result: timeout, a signal, a forged or missing result
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None and self.result.ok
+
+
+def describe_death(outcome: Outcome, limits: Limits) -> str:
+    if outcome.timed_out:
+        return f"it did not finish within the {limits.wall_s:.0f} s limit and was killed"
+    if outcome.signal:
+        return f"the worker was killed by signal {outcome.signal} (a resource limit or a forbidden system call)"
+    tail = outcome.stderr_tail.strip().splitlines()[-3:]
+    return f"the worker exited with code {outcome.returncode}" + (": " + " | ".join(tail) if tail else "")
+
+
+def run_job(
+    job: Job,
+    workdir: Path,
+    limits: Limits,
+    poll: Callable[[], None] | None = None,
+    require_sandbox: bool = False,
+) -> JobOutcome:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "result.json").unlink(missing_ok=True)
+    job_file = workdir / "job.json"
+    job_file.write_text(JobEnvelope(job=job).model_dump_json(indent=1))
+    outcome = run_worker(job_file, workdir, limits, poll=poll, require=require_sandbox)
+    result_file = workdir / "result.json"
+    if outcome.returncode != 0 or not result_file.is_file():
+        return JobOutcome(sandbox=outcome, problem=describe_death(outcome, limits))
+    try:
+        result = ResultEnvelope.model_validate_json(result_file.read_text()).result
+    except (ValidationError, ValueError, OSError) as exc:
+        return JobOutcome(sandbox=outcome, problem=f"the worker's result is malformed: {str(exc).splitlines()[0]}")
+    if result.kind != job.kind:
+        return JobOutcome(sandbox=outcome, problem=f"the worker returned a {result.kind} result for a {job.kind} job")
+    return JobOutcome(result=result, sandbox=outcome)

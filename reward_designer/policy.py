@@ -1,0 +1,152 @@
+"""The actor-critic: a Gaussian MLP policy, an MLP value, observation statistics.
+
+Saved as plain weights: one ``.npz`` with every tensor and the architecture as
+a JSON string, loaded with ``allow_pickle=False`` so a checkpoint can never
+run code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+
+
+def _mlp(sizes: list[int], activation: str, out_gain: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        lin = nn.Linear(a, b)
+        last = i == len(sizes) - 2
+        # Orthogonal init (Andrychowicz et al. 2021): small last layer of the
+        # actor so the initial policy is near-uniform around zero.
+        nn.init.orthogonal_(lin.weight, out_gain if last else math.sqrt(2))
+        nn.init.zeros_(lin.bias)
+        layers.append(lin)
+        if not last:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class Policy(nn.Module):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        act_low: list[float],
+        act_high: list[float],
+        hidden: tuple[int, ...] = (64, 64),
+        value_hidden: tuple[int, ...] | None = None,
+        activation: str = "tanh",
+        log_std_init: float = 0.0,
+        obs_clip: float = 10.0,
+    ):
+        super().__init__()
+        self.arch = {
+            "obs_dim": obs_dim,
+            "act_dim": act_dim,
+            "act_low": [float(x) for x in act_low],
+            "act_high": [float(x) for x in act_high],
+            "hidden": list(hidden),
+            "value_hidden": list(value_hidden or hidden),
+            "activation": activation,
+            "log_std_init": log_std_init,
+            "obs_clip": obs_clip,
+        }
+        self.actor = _mlp([obs_dim, *hidden, act_dim], activation, 0.01)
+        self.critic = _mlp([obs_dim, *(value_hidden or hidden), 1], activation, 1.0)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
+        self.obs_clip = obs_clip
+        # Running observation statistics (float64: they accumulate millions of samples).
+        self.register_buffer("obs_mean", torch.zeros(obs_dim, dtype=torch.float64))
+        self.register_buffer("obs_var", torch.ones(obs_dim, dtype=torch.float64))
+        self.register_buffer("obs_count", torch.tensor(1e-4, dtype=torch.float64))
+        self.register_buffer("act_low", torch.tensor(act_low, dtype=torch.float32))
+        self.register_buffer("act_high", torch.tensor(act_high, dtype=torch.float32))
+        self._refresh_norm()
+
+    # ------------------------------------------------- observation statistics
+    def _refresh_norm(self) -> None:
+        self._shift = self.obs_mean.float()
+        self._scale = (self.obs_var + 1e-8).rsqrt().float()
+
+    @torch.no_grad()
+    def update_obs_stats(self, batch: torch.Tensor) -> None:
+        """Fold a batch [b, obs_dim] into the running mean/variance (Chan et al.)."""
+        batch = batch.to(torch.float64)
+        b = batch.shape[0]
+        mean, var = batch.mean(0), batch.var(0, unbiased=False)
+        delta = mean - self.obs_mean
+        total = self.obs_count + b
+        m2 = self.obs_var * self.obs_count + var * b + delta.square() * self.obs_count * b / total
+        self.obs_mean += delta * b / total
+        self.obs_var.copy_(m2 / total)
+        self.obs_count.copy_(total)
+        self._refresh_norm()
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        return ((obs - self._shift) * self._scale).clamp(-self.obs_clip, self.obs_clip)
+
+    # ----------------------------------------------------------------- heads
+    def value(self, nobs: torch.Tensor) -> torch.Tensor:
+        """V of normalized observations, [b]."""
+        return self.critic(nobs).squeeze(-1)
+
+    def log_prob(self, nobs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi(a|s) [b] and the policy's entropy [b]; a diagonal Gaussian written out
+        (torch.distributions costs more per call than the math here)."""
+        mean = self.actor(nobs)
+        z = (actions - mean) * torch.exp(-self.log_std)
+        logp = (-0.5 * z.square() - self.log_std - _HALF_LOG_2PI).sum(-1)
+        entropy = (self.log_std + _HALF_LOG_2PI + 0.5).sum().expand(nobs.shape[0])
+        return logp, entropy
+
+    def sample(self, nobs: torch.Tensor, generator: torch.Generator | None = None):
+        """Sampled actions (unclipped) [b, act_dim] and their log-probabilities [b]."""
+        mean = self.actor(nobs)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        actions = mean + noise * self.log_std.exp()
+        logp = (-0.5 * noise.square() - self.log_std - _HALF_LOG_2PI).sum(-1)
+        return actions, logp
+
+    def clip(self, actions: torch.Tensor) -> torch.Tensor:
+        return torch.max(torch.min(actions, self.act_high), self.act_low)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """Actions for raw observations ([obs_dim] or [b, obs_dim]), clipped to the action bounds."""
+        device = self.obs_mean.device
+        x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)
+        nobs = self.normalize(x)
+        a = self.actor(nobs) if deterministic else self.sample(nobs)[0]
+        return self.clip(a).cpu().numpy()
+
+    # ----------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> None:
+        arrays = {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
+        with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a bare name
+            np.savez(f, __arch__=np.array(json.dumps(self.arch)), **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Policy":
+        with np.load(path, allow_pickle=False) as z:
+            arch = json.loads(str(z["__arch__"]))
+            state = {k: torch.from_numpy(z[k]) for k in z.files if k != "__arch__"}
+        arch["hidden"] = tuple(arch["hidden"])
+        arch["value_hidden"] = tuple(arch["value_hidden"])
+        policy = cls(**arch)
+        policy.load_state_dict(state)
+        policy._refresh_norm()
+        return policy.to(device)
+
+    def _apply(self, fn, *args, **kwargs):
+        # Keep the cached normalisation tensors on the same device as the buffers.
+        out = super()._apply(fn, *args, **kwargs)
+        self._refresh_norm()
+        return out

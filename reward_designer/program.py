@@ -1,0 +1,125 @@
+"""Reward programs: pulling code out of an LLM reply, and loading it (in a worker only)."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+import types
+from typing import Callable
+
+from pydantic import BaseModel
+
+from .schemas import FitnessSpec
+
+ENTRY = "compute_reward"
+FITNESS_ENTRY = "compute_fitness"
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
+_CODE_START = re.compile(r"^(import |from |def |@|[A-Za-z_][A-Za-z0-9_]* *=)")
+
+
+class RewardProgram(BaseModel):
+    """A candidate: its code and where it came from."""
+
+    code: str
+    iteration: int = 0
+    index: int = 0
+    parent: str | None = None  # id of the program it refines
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(self.code.encode()).hexdigest()[:12]
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+        return True
+    except SyntaxError:
+        return False
+
+
+def _defines(code: str, name: str) -> bool:
+    return re.search(rf"^\s*def\s+{name}\s*\(", code, re.MULTILINE) is not None
+
+
+def extract_code(reply: str, entry: str = ENTRY) -> str | None:
+    """The program in an LLM reply: fenced blocks first, then bare code amid prose.
+
+    With several fenced blocks, the one defining ``entry`` wins; other blocks
+    that parse (helpers, imports) are kept in front of it when the entry block
+    uses a name only they define. Returns None when no code defines ``entry``.
+    A block that defines ``entry`` but does not parse is still returned, so the
+    critic can tell the designer exactly what is wrong with it.
+    """
+    blocks = [b for lang, b in _FENCE.findall(reply) if lang.lower() in ("", "python", "py", "python3")]
+    if blocks:
+        main = [b for b in blocks if _defines(b, entry)]
+        if not main:
+            return None
+        code = main[-1]
+        helpers = [b for b in blocks if b is not code and not _defines(b, entry) and _parses(b)]
+        used = _names_used(code)
+        needed = [h for h in helpers if _top_level_names(h) & used]
+        return ("\n\n".join(needed + [code])).strip() + "\n"
+    if not _defines(reply, entry):
+        return None
+    # Bare code: from the first line that looks like code to the last that does.
+    lines = reply.splitlines()
+    start = next((i for i, ln in enumerate(lines) if _CODE_START.match(ln)), 0)
+    body = lines[start:]
+    for end in range(len(body), 0, -1):
+        candidate = "\n".join(body[:end])
+        if _parses(candidate) and _defines(candidate, entry):
+            return candidate.strip() + "\n"
+    return "\n".join(body).strip() + "\n"
+
+
+def _top_level_names(code: str) -> set[str]:
+    names = set()
+    for node in ast.parse(code).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def _names_used(code: str) -> set[str]:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", code))
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+def fitness_aggregate(code: str, default: str = "sum") -> str:
+    """The ``AGGREGATE = "..."`` literal a fitness file may declare (read statically)."""
+    for node in ast.parse(code).body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "AGGREGATE" for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+        ):
+            return str(node.value.value)
+    return default
+
+
+def fitness_from_code(code: str, source: str, description: str = "") -> FitnessSpec:
+    return FitnessSpec(code=code, aggregate=fitness_aggregate(code), source=source, description=description)
+
+
+def load_function(code: str, entry: str, module_name: str = "reward_program") -> Callable:
+    """Execute ``code`` in a fresh module and return its ``entry`` function.
+
+    Runs untrusted code: call it only inside a sandboxed worker.
+    """
+    module = types.ModuleType(module_name)
+    exec(compile(code, f"<{module_name}>", "exec"), module.__dict__)  # noqa: S102 - sandboxed worker only
+    fn = module.__dict__.get(entry)
+    if not callable(fn):
+        raise ValueError(f"the program defines no function {entry}()")
+    return fn

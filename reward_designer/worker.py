@@ -1,0 +1,368 @@
+"""Entry point of a sandboxed worker: ``python -m reward_designer.worker JOB.json``.
+
+Every job does its imports and builds its simulator first, then confines
+itself (``sandbox.confine_self``), and only then loads any code an LLM wrote.
+It writes ``result.json`` (and, while training, ``progress.jsonl``) next to the
+job file; the parent validates both, since untrusted code ran here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import program as prog
+from .schemas import (
+    AnalyzeJob,
+    AnalyzeResult,
+    EpisodeStats,
+    JobEnvelope,
+    ProbeJob,
+    ProbeResult,
+    ResultEnvelope,
+    RewardEvalJob,
+    RewardEvalResult,
+    TrainJob,
+    TrainResult,
+)
+from .state import state_pair
+
+MAX_COMPONENTS = 32
+MAX_EPISODE_STEPS = 10_000
+
+
+class ProgramError(Exception):
+    """The reward program broke the contract; the message goes back to the designer."""
+
+
+def check_output(out, n: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Validate what ``compute_reward`` returned: ``(reward[n], {name: tensor[n]})``."""
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise ProgramError(f"compute_reward must return (reward, components), got {type(out).__name__}")
+    reward, comps = out
+    if not isinstance(reward, torch.Tensor):
+        raise ProgramError(f"reward must be a torch.Tensor, got {type(reward).__name__}")
+    if tuple(reward.shape) != (n,):
+        raise ProgramError(f"reward must have shape [{n}] (one value per env), got {list(reward.shape)}")
+    if not reward.dtype.is_floating_point:
+        raise ProgramError(f"reward must be a float tensor, got {reward.dtype}")
+    if not isinstance(comps, dict):
+        raise ProgramError(f"components must be a dict of tensors, got {type(comps).__name__}")
+    if len(comps) > MAX_COMPONENTS:
+        raise ProgramError(f"at most {MAX_COMPONENTS} components, got {len(comps)}")
+    clean = {}
+    for name, value in comps.items():
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise ProgramError("component names must be short non-empty strings")
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != (n,):
+            shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ProgramError(f"component {name!r} must be a tensor of shape [{n}], got {shape}")
+        clean[name] = value.detach().float()
+    return reward.detach().float(), clean
+
+
+class EpisodeMeter:
+    """Folds per-step values into per-episode values, env by env."""
+
+    def __init__(self, n: int, aggregate: str = "sum"):
+        self.aggregate = aggregate
+        self.acc = np.zeros(n)
+        self.count = np.zeros(n)
+        if aggregate == "max":
+            self.acc[:] = -np.inf
+
+    def step(self, values: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """Add one step; return the values of the episodes that ended on it."""
+        values = np.asarray(values, dtype=np.float64)
+        if self.aggregate in ("sum", "mean"):
+            self.acc += values
+        elif self.aggregate == "max":
+            self.acc = np.maximum(self.acc, values)
+        elif self.aggregate == "any":
+            self.acc = np.maximum(self.acc, (values > 0).astype(np.float64))
+        elif self.aggregate == "last":
+            self.acc = values.copy()
+        self.count += 1
+        finished = self.acc[done] / self.count[done] if self.aggregate == "mean" else self.acc[done].copy()
+        self.acc[done] = -np.inf if self.aggregate == "max" else 0.0
+        self.count[done] = 0
+        return finished
+
+
+def _write_result(workdir: Path, result) -> None:
+    tmp = workdir / "result.json.tmp"
+    tmp.write_text(ResultEnvelope(result=result).model_dump_json())
+    tmp.replace(workdir / "result.json")
+
+
+def _error_text(exc: BaseException) -> str:
+    """The traceback lines that point into the program, then the error: what a designer can fix."""
+    if isinstance(exc, ProgramError):
+        return str(exc)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<")]
+    lines = [f"  line {f.lineno}, in {f.name}: {f.line or ''}".rstrip() for f in frames[-3:]]
+    return "\n".join(lines + [f"{type(exc).__name__}: {exc}"])[-2000:]
+
+
+def _confine() -> None:
+    from .sandbox import confine_self
+
+    confine_self()
+
+
+def _random_actions(space, n: int, rng: np.random.Generator) -> np.ndarray:
+    low = np.where(np.isfinite(space.low), space.low, -1.0)
+    high = np.where(np.isfinite(space.high), space.high, 1.0)
+    return rng.uniform(low, high, size=(n, *space.shape)).astype(np.float32)
+
+
+def run_probe(job: ProbeJob, workdir: Path) -> ProbeResult:
+    from .vecsim import make_vecsim
+
+    sim = make_vecsim(job.env_id, job.num_envs, job.seed, job.env_kwargs)
+    rng = np.random.default_rng(job.seed)
+    sim.reset(job.seed)
+    prev, transitions = sim.physics(), []
+    for _ in range(job.steps):
+        actions = _random_actions(sim.action_space, sim.num_envs, rng)
+        out = sim.step(actions)
+        transitions.append((prev, out.physics, actions))
+        prev = sim.physics()
+    layout, dt, n = sim.layout, sim.dt, sim.num_envs
+    sim.close()
+
+    _confine()
+    try:
+        fn = prog.load_function(job.code, job.entry)
+        if job.entry == prog.FITNESS_ENTRY:
+            fitness_fn = fn
+
+            def fn(state, action):
+                return torch.as_tensor(fitness_fn(state, action)).float(), {}
+
+        rewards, comps, gaps, seconds = [], {}, [], 0.0
+        for before, now, actions in transitions:
+            state = state_pair(before, now, layout, dt)
+            t0 = time.perf_counter()
+            reward, components = check_output(fn(state, torch.as_tensor(actions)), n)
+            seconds += time.perf_counter() - t0
+            rewards.append(reward)
+            for k, v in components.items():
+                comps.setdefault(k, []).append(v)
+            if components:
+                gaps.append(float((reward - sum(components.values())).abs().max()))
+    except Exception as exc:  # noqa: BLE001 - any failure of the program is a finding
+        return ProbeResult(ok=False, error=_error_text(exc))
+    r = torch.stack(rewards)
+    finite = bool(torch.isfinite(r).all()) and all(bool(torch.isfinite(torch.stack(v)).all()) for v in comps.values())
+    return ProbeResult(
+        ok=True,
+        reward_shape=[n],
+        reward_dtype=str(rewards[0].dtype),
+        finite=finite,
+        constant=bool(r.max() - r.min() <= 1e-8) if finite else False,
+        components={k: float(torch.stack(v).mean()) for k, v in comps.items() if finite},
+        component_sum_gap=max(gaps) if gaps else None,
+        reward_mean=float(r.mean()) if finite else None,
+        reward_std=float(r.std()) if finite else None,
+        ms_per_call=1000 * seconds / len(transitions),
+    )
+
+
+def run_train(job: TrainJob, workdir: Path) -> TrainResult:
+    from . import ppo
+    from .presets import preset_for
+    from .vecsim import make_vecsim
+
+    cfg = ppo.PPOConfig(**{**preset_for(job.env_id), **job.ppo, "total_steps": job.total_steps,
+                           "seed": job.seed, "device": job.device})
+    sim = make_vecsim(job.env_id, cfg.num_envs, job.seed, job.env_kwargs)
+    layout, dt, n = sim.layout, sim.dt, sim.num_envs
+    progress = open(workdir / "progress.jsonl", "a", buffering=1)
+
+    _confine()
+    try:
+        reward_program = prog.load_function(job.code, prog.ENTRY) if job.code else None
+        fitness_fn = prog.load_function(job.fitness.code, prog.FITNESS_ENTRY, "fitness") if job.fitness else None
+    except Exception as exc:  # noqa: BLE001
+        return TrainResult(ok=False, error=_error_text(exc))
+
+    fitness_meter = EpisodeMeter(n, job.fitness.aggregate if job.fitness else "sum")
+    comp_meters: dict[str, EpisodeMeter] = {}
+    finished: dict[str, list[float]] = {}
+    counts = {"values": 0, "nonfinite": 0}
+
+    def reward_fn(prev, now, actions, done):
+        state = state_pair(prev, now, layout, dt, cfg.device)
+        if fitness_fn is not None:
+            fit = torch.as_tensor(fitness_fn(state, actions)).float().reshape(n).cpu().numpy()
+            finished.setdefault("fitness", []).extend(fitness_meter.step(fit, done))
+        if reward_program is None:
+            return None
+        reward, components = check_output(reward_program(state, actions), n)
+        for k, v in components.items():
+            meter = comp_meters.setdefault(k, EpisodeMeter(n, "mean"))
+            finished.setdefault(f"component/{k}", []).extend(meter.step(v.cpu().numpy(), done))
+        # A rare non-finite value is zeroed; a habit of them fails the candidate.
+        bad = ~torch.isfinite(reward)
+        counts["values"] += n
+        if bad.any():
+            counts["nonfinite"] += int(bad.sum())
+            if counts["nonfinite"] > max(100, 0.01 * counts["values"]):
+                raise ProgramError("the reward was NaN or infinite on more than 1% of steps during training")
+            reward = torch.nan_to_num(reward, nan=0.0, posinf=0.0, neginf=0.0)
+        return reward.to(cfg.device)
+
+    def on_iteration(stats: dict) -> None:
+        line = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+        for k, values in finished.items():
+            if values:
+                line[k] = float(np.mean(values))
+        finished.clear()
+        progress.write(json.dumps(line) + "\n")
+
+    t0 = time.perf_counter()
+    try:
+        policy = ppo.train(sim, cfg, reward_fn=reward_fn, on_iteration=on_iteration)
+    except Exception as exc:  # noqa: BLE001
+        return TrainResult(ok=False, error=_error_text(exc))
+    finally:
+        sim.close()
+    seconds = time.perf_counter() - t0
+    policy.save(workdir / "policy.npz")
+    return TrainResult(ok=True, steps=cfg.total_steps, seconds=seconds,
+                       steps_per_second=cfg.total_steps / seconds, policy=str(workdir / "policy.npz"))
+
+
+def run_analyze(job: AnalyzeJob, workdir: Path) -> AnalyzeResult:
+    from .policy import Policy
+    from .vecsim import make_vecsim
+
+    n = job.episodes
+    sim = make_vecsim(job.env_id, n, job.seed, job.env_kwargs)
+    policy = Policy.load(Path(job.policy))
+    layout, dt = sim.layout, sim.dt
+
+    _confine()
+    try:
+        fitness_fn = prog.load_function(job.fitness.code, prog.FITNESS_ENTRY, "fitness")
+    except Exception as exc:  # noqa: BLE001
+        return AnalyzeResult(ok=False, error=_error_text(exc))
+
+    obs = sim.reset(job.seed)
+    prev = sim.physics()
+    meter = EpisodeMeter(n, job.fitness.aggregate)
+    active = np.ones(n, bool)
+    fitness, lengths = np.zeros(n), np.zeros(n, int)
+    terminated, env_return = np.zeros(n, bool), np.zeros(n)
+    steps_fitness: list[list[float]] = [[] for _ in range(n)]
+    record: dict[str, list] = {}
+    for _ in range(MAX_EPISODE_STEPS):
+        actions = policy.act(obs, deterministic=True)
+        out = sim.step(actions)
+        state = state_pair(prev, out.physics, layout, dt)
+        try:
+            fit = torch.as_tensor(fitness_fn(state, torch.as_tensor(actions))).float().reshape(n).numpy()
+        except Exception as exc:  # noqa: BLE001
+            return AnalyzeResult(ok=False, error="fitness: " + _error_text(exc))
+        done = out.terminated | out.truncated
+        ended = meter.step(fit, done)
+        ended_now = done & active
+        fitness[ended_now] = ended[active[done]]
+        for i in np.flatnonzero(active):
+            steps_fitness[i].append(float(fit[i]))
+        env_return[active] += out.env_reward[active]
+        lengths[active] += 1
+        terminated[ended_now] = out.terminated[ended_now]
+        if job.record:
+            for k, v in prev.items():
+                record.setdefault("prev_" + k, []).append(v)
+            for k, v in out.physics.items():
+                record.setdefault("now_" + k, []).append(v)
+            record.setdefault("actions", []).append(np.asarray(actions))
+            record.setdefault("active", []).append(active.copy())
+        active &= ~done
+        obs, prev = out.obs, sim.physics()
+        if not active.any():
+            break
+    sim.close()
+    if job.record:
+        np.savez(job.record, **{k: np.stack(v) for k, v in record.items()}, dt=np.float64(dt))
+    return AnalyzeResult(
+        ok=True,
+        episodes=[
+            EpisodeStats(fitness=float(fitness[i]), length=int(lengths[i]), terminated=bool(terminated[i]),
+                         env_return=float(env_return[i]), step_fitness=steps_fitness[i])
+            for i in range(n)
+        ],
+    )
+
+
+def run_reward_eval(job: RewardEvalJob, workdir: Path) -> RewardEvalResult:
+    from .vecsim import make_vecsim
+
+    sim = make_vecsim(job.env_id, 1, job.seed, job.env_kwargs)
+    layout = sim.layout
+    sim.close()
+    data = dict(np.load(job.trajectories, allow_pickle=False))
+    dt = float(data.pop("dt"))
+    active, actions = data.pop("active"), data.pop("actions")
+    steps, n = active.shape
+    prev = {k[5:]: v for k, v in data.items() if k.startswith("prev_")}
+    now = {k[4:]: v for k, v in data.items() if k.startswith("now_")}
+
+    _confine()
+    try:
+        fn = prog.load_function(job.code, prog.ENTRY)
+        step_reward = np.zeros((steps, n))
+        comps: dict[str, np.ndarray] = {}
+        for t in range(steps):
+            state = state_pair({k: v[t] for k, v in prev.items()}, {k: v[t] for k, v in now.items()}, layout, dt)
+            reward, components = check_output(fn(state, torch.as_tensor(actions[t])), n)
+            step_reward[t] = reward.numpy()
+            for k, v in components.items():
+                comps.setdefault(k, np.zeros((steps, n)))[t] = v.numpy()
+    except Exception as exc:  # noqa: BLE001
+        return RewardEvalResult(ok=False, error=_error_text(exc))
+
+    def per_episode_mean(x: np.ndarray) -> list[float]:
+        return [float(x[active[:, i], i].mean()) for i in range(n)]
+
+    def thirds(x: np.ndarray) -> list[float]:
+        # Mean over the first, middle and last third of each episode: how a term evolves.
+        parts = [[], [], []]
+        for i in range(n):
+            for j, chunk in enumerate(np.array_split(x[active[:, i], i], 3)):
+                parts[j].extend(chunk.tolist())
+        return [float(np.mean(p)) if p else 0.0 for p in parts]
+
+    return RewardEvalResult(
+        ok=True,
+        episode_reward=[float(step_reward[active[:, i], i].sum()) for i in range(n)],
+        step_reward=[step_reward[active[:, i], i].tolist() for i in range(n)],
+        components={k: per_episode_mean(v) for k, v in comps.items()},
+        component_thirds={k: thirds(v) for k, v in comps.items()},
+    )
+
+
+RUNNERS = {"probe": run_probe, "train": run_train, "analyze": run_analyze, "reward_eval": run_reward_eval}
+
+
+def main(argv: list[str]) -> int:
+    job_file = Path(argv[0]).resolve()
+    workdir = job_file.parent
+    torch.set_num_threads(1)  # one thread per process is fastest on few cores (FACTS.md)
+    job = JobEnvelope.model_validate_json(job_file.read_text()).job
+    result = RUNNERS[job.kind](job, workdir)
+    _write_result(workdir, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
