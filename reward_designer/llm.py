@@ -134,6 +134,15 @@ class _CallLog:
 
 
 def _log_entry(*, purpose, model, messages, n, temperature, completions, seconds, cached, requests, key=None, error=None) -> dict:
+    # Tokens and cost say what THIS call spent: nothing for a cache hit.
+    if cached:
+        pt = ct = 0
+        cost: float | None = 0.0
+    else:
+        pt = sum(c.prompt_tokens for c in completions)
+        ct = sum(c.completion_tokens for c in completions)
+        costs = [c.cost_usd for c in completions]
+        cost = None if any(x is None for x in costs) else sum(costs)
     return {
         "time": time.time(),
         "purpose": purpose,
@@ -142,11 +151,9 @@ def _log_entry(*, purpose, model, messages, n, temperature, completions, seconds
         "temperature": temperature,
         "messages": messages,
         "completions": [c.text for c in completions],
-        "prompt_tokens": sum(c.prompt_tokens for c in completions),
-        "completion_tokens": sum(c.completion_tokens for c in completions),
-        "cost_usd": None
-        if any(c.cost_usd is None for c in completions if not c.cached)
-        else sum(c.cost_usd or 0.0 for c in completions),
+        "prompt_tokens": pt,
+        "completion_tokens": ct,
+        "cost_usd": cost,
         "seconds": round(seconds, 3),
         "cached": cached,
         "requests": requests,
@@ -196,6 +203,8 @@ def _classify(e: BaseException, model: str) -> Exception:
         return LLMError(f"no API key for {model}: set the provider's key variable (e.g. OPENAI_API_KEY) ({text})")
     if isinstance(e, (lm.exceptions.AuthenticationError, lm.exceptions.PermissionDeniedError)) or status in (401, 403):
         return LLMError(f"authentication failed for {model}: {text}")
+    if "connection error" in text.lower():  # refused/reset, reported by litellm as a 500
+        return _Retryable(f"connection error: {text}")
     if isinstance(e, (lm.exceptions.Timeout, lm.exceptions.APIConnectionError)):
         return _Retryable(f"{type(e).__name__}: {text}")
     if isinstance(e, lm.exceptions.RateLimitError) or status in (408, 409, 429) or (isinstance(status, int) and status >= 500):
@@ -318,8 +327,8 @@ class LLMClient:
                                        completions=hit, seconds=0.0, cached=True, requests=0, key=key))
             return hit
 
-        self._resolve()
-        deadline = start + self.deadline_s
+        self._resolve()  # the first call imports litellm (~2 s): not counted against the deadline
+        deadline = time.monotonic() + self.deadline_s
         out: list[Completion] = []
         requests = 0
         try:
