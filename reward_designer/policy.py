@@ -16,7 +16,32 @@ import torch
 from torch import nn
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+
+
+class _TanhFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.sigmoid(x * 2).mul_(2).sub_(1)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+class Tanh(nn.Module):
+    """tanh as 2*sigmoid(2x)-1: torch's CPU tanh runs at ~1/3 the speed of its
+    sigmoid here and was 30% of a PPO update (64-unit MLP, minibatch 2048)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad:
+            return _TanhFn.apply(x)
+        return torch.tanh(x)  # small inference batches: one kernel beats three
+
+
+ACTIVATIONS = {"tanh": Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
 
 def _mlp(sizes: list[int], activation: str, out_gain: float) -> nn.Sequential:

@@ -13,9 +13,9 @@ import re
 # Shared by the locomotion tasks: many envs with short rollouts to use the
 # batched simulator, large minibatches to keep the update cheap.
 _LOCOMOTION = {
-    "num_envs": 16,
-    "num_steps": 128,
-    "num_minibatches": 4,
+    "num_envs": 64,
+    "num_steps": 32,
+    "num_minibatches": 2,
     "update_epochs": 10,
     "lr": 3e-4,
     "gamma": 0.99,

@@ -1,0 +1,166 @@
+"""PPO: GAE, truncation bootstrap, the reward_fn contract, seeding, learning, checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.spaces import Box
+
+from reward_designer.policy import Policy
+from reward_designer.ppo import Collector, PPOConfig, compute_gae, make_policy, train
+from reward_designer.presets import preset_for
+from reward_designer.vecsim import StepOut, make_vecsim
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def test_gae_hand_computed():
+    # gamma 0.9, lambda 0.8; the episode ends with transition 1.
+    # t=2: delta = 3 + .9*2.0 - 1.5 = 3.3                  A = 3.3
+    # t=1: delta = 2 - 1.0 = 1.0 (no bootstrap past done)  A = 1.0
+    # t=0: delta = 1 + .9*1.0 - .5 = 1.4                   A = 1.4 + .9*.8*1.0 = 2.12
+    rewards = torch.tensor([[1.0], [2.0], [3.0]])
+    values = torch.tensor([[0.5], [1.0], [1.5]])
+    dones = torch.tensor([[0.0], [1.0], [0.0]])
+    adv, ret = compute_gae(rewards, values, dones, torch.tensor([2.0]), gamma=0.9, gae_lambda=0.8)
+    torch.testing.assert_close(adv[:, 0], torch.tensor([2.12, 1.0, 3.3]))
+    torch.testing.assert_close(ret[:, 0], torch.tensor([2.62, 2.0, 4.8]))
+
+
+class ScriptedSim:
+    """Two envs, obs [3]: env 0 is truncated and env 1 terminated at their 2nd
+    step. Observations encode (env, step, phase) so every snapshot is distinct."""
+
+    num_envs = 2
+    observation_space = Box(-np.inf, np.inf, (3,))
+    action_space = Box(-1.0, 1.0, (1,))
+    layout = None
+    dt = 0.1
+
+    def _obs(self, phase):
+        return np.array([[i, self.t, phase] for i in range(2)], dtype=np.float64)
+
+    def reset(self, seed=None):
+        self.t = 0
+        self.current = self._obs(0.0)
+        return self.current.copy()
+
+    def physics(self):
+        return {"obs": self.current.copy()}
+
+    def step(self, actions):
+        self.t += 1
+        final = self._obs(1.0)  # the state the step ended in
+        ended = self.t == 2
+        truncated = np.array([ended, False])
+        terminated = np.array([False, ended])
+        self.current = self._obs(-5.0) if ended else final  # autoreset: a new first state
+        return StepOut(self.current.copy(), np.ones(2), terminated, truncated, {"obs": final})
+
+
+def scripted_collect(reward_fn=None):
+    sim = ScriptedSim()
+    cfg = PPOConfig(gamma=0.9, norm_obs=False, norm_return=False)
+    policy = make_policy(sim, cfg)
+    collector = Collector(sim, policy, cfg, reward_fn, torch.Generator().manual_seed(0))
+    return sim, policy, collector.collect(3)
+
+
+def test_truncation_bootstraps_the_final_observation_and_termination_does_not():
+    sim, policy, ro = scripted_collect()
+    final_env0 = torch.tensor([[0.0, 2.0, 1.0]])  # env 0 at step 2, before its reset
+    with torch.no_grad():
+        bootstrap = 0.9 * policy.value(final_env0)[0]
+    torch.testing.assert_close(ro.rewards[1, 0], 1.0 + bootstrap)
+    assert ro.rewards[1, 1] == 1.0  # terminated: no bootstrap
+    assert ro.rewards[0].tolist() == [1.0, 1.0] and ro.rewards[2].tolist() == [1.0, 1.0]
+    assert ro.dones[:, 0].tolist() == [0.0, 1.0, 0.0] and ro.dones[:, 1].tolist() == [0.0, 1.0, 0.0]
+    # the obs after the reset is what the policy saw next (phase -5)
+    assert ro.obs[2, :, 2].tolist() == [-5.0, -5.0]
+    assert ro.episode_returns == [2.0, 2.0] and ro.episode_lengths == [2, 2]
+
+
+def test_reward_fn_sees_the_step_before_and_after():
+    seen = []
+
+    def reward_fn(prev, now, actions, done):
+        seen.append((prev["obs"].copy(), now["obs"].copy(), done.copy()))
+        assert isinstance(actions, torch.Tensor) and actions.shape == (2, 1)
+        assert actions.abs().max() <= 1.0  # clipped to the action space
+        return torch.tensor(now["obs"][:, 1] * 10.0)
+
+    _, _, ro = scripted_collect(reward_fn)
+    (p0, n0, d0), (p1, n1, d1), (p2, n2, d2) = seen
+    assert p0[:, 1:].tolist() == [[0, 0], [0, 0]] and n0[:, 1:].tolist() == [[1, 1], [1, 1]]
+    assert n1[:, 1:].tolist() == [[2, 1], [2, 1]] and d1.tolist() == [True, True]  # final states
+    assert p2[:, 2].tolist() == [-5.0, -5.0]  # prev of the step after a reset: the new first state
+    assert ro.rewards[0].tolist() == [10.0, 10.0] and ro.rewards[1, 1] == 20.0
+
+
+def test_same_seed_same_weights():
+    def run(seed):
+        sim = make_vecsim("HalfCheetah-v5", 4, seed=seed)
+        cfg = PPOConfig(total_steps=128, num_steps=16, update_epochs=2, seed=seed)
+        policy = train(sim, cfg)
+        sim.close()
+        return policy.state_dict()
+
+    a, b, c = run(3), run(3), run(4)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert not torch.equal(a["actor.0.weight"], c["actor.0.weight"])
+    assert not torch.equal(a["obs_mean"], c["obs_mean"])
+
+
+class Bandit:
+    """One-step episodes; reward -(a - 0.5)^2: PPO must move its mean action to 0.5.
+    (Wide action bounds, so clipping does not bias the optimum of a wide Gaussian.)"""
+
+    num_envs = 64
+    observation_space = Box(-1.0, 1.0, (2,))
+    action_space = Box(-5.0, 5.0, (1,))
+    layout = None
+    dt = 1.0
+
+    def reset(self, seed=None):
+        return np.ones((64, 2))
+
+    def physics(self):
+        return {"obs": np.ones((64, 2))}
+
+    def step(self, actions):
+        reward = -np.square(actions[:, 0] - 0.5)
+        done = np.ones(64, dtype=bool)
+        return StepOut(np.ones((64, 2)), reward, done, ~done, {"obs": np.ones((64, 2))})
+
+
+def test_ppo_learns_a_bandit():
+    stats = []
+    cfg = PPOConfig(total_steps=64 * 8 * 40, num_steps=8, lr=3e-3, update_epochs=4)
+    policy = train(Bandit(), cfg, on_iteration=stats.append)
+    assert abs(float(policy.act(np.ones(2))[0]) - 0.5) < 0.1
+    assert stats[-1]["global_step"] == cfg.total_steps and stats[-1]["episodes"] == cfg.total_steps
+    assert stats[-1]["episode_return"] > stats[0]["episode_return"]
+
+
+def test_policy_saves_weights_without_pickle(tmp_path):
+    sim = ScriptedSim()
+    policy = make_policy(sim, PPOConfig(hidden=(8, 8), activation="relu"))
+    policy.update_obs_stats(torch.randn(32, 3) * 4 + 1)
+    path = tmp_path / "policy.npz"
+    policy.save(path)
+    with np.load(path, allow_pickle=False) as z:  # loads without pickle: plain arrays only
+        assert all(z[k].dtype != object for k in z.files)
+    loaded = Policy.load(path)
+    obs = np.random.default_rng(0).normal(size=(5, 3))
+    np.testing.assert_array_equal(policy.act(obs), loaded.act(obs))
+    assert loaded.act(obs[0]).shape == (1,)
+    assert np.all(np.abs(loaded.act(obs * 100)) <= 1.0)
+
+
+def test_presets():
+    assert preset_for("HalfCheetah-v5") == preset_for("HalfCheetah-v4")
+    assert preset_for("NoSuchEnv-v0") == {}
+    cfg = PPOConfig.from_dict(preset_for("Humanoid-v5"))
+    assert isinstance(cfg.hidden, tuple)
+    with pytest.raises(ValueError):
+        PPOConfig.from_dict({"learning_rate": 1.0})

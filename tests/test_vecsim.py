@@ -1,0 +1,98 @@
+"""The batched simulator against gymnasium, step for step, on the same actions."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from reward_designer import state as st
+from reward_designer.vecsim import GymVecSim, MujocoVecSim, make_vecsim
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def lockstep(env_id, num_envs=3, steps=60, seed=7, action_scale=1.0, env_kwargs=None):
+    """Step our sim and one gymnasium env per slot on the same actions; compare
+    everything; return (terminations, truncations) seen, so a test can insist
+    that the interesting cases happened."""
+    sim = make_vecsim(env_id, num_envs, seed=seed, env_kwargs=env_kwargs)
+    refs = [gym.make(env_id, **(env_kwargs or {})) for _ in range(num_envs)]
+    obs = sim.reset(seed)
+    for i, ref in enumerate(refs):
+        np.testing.assert_allclose(obs[i], ref.reset(seed=seed + i)[0])
+    rng = np.random.default_rng(0)
+    low, high = sim.action_space.low, sim.action_space.high
+    terminations = truncations = 0
+    for t in range(steps):
+        actions = rng.uniform(low, high, (num_envs,) + low.shape) * action_scale
+        out = sim.step(actions)
+        for i, ref in enumerate(refs):
+            o, r, term, trunc, _ = ref.step(actions[i])
+            where = f"{env_id} step {t} env {i}"
+            np.testing.assert_allclose(out.physics["obs"][i], o, atol=1e-9, err_msg=where)
+            assert out.env_reward[i] == pytest.approx(r, abs=1e-9), where
+            assert (out.terminated[i], out.truncated[i]) == (term, trunc), where
+            if isinstance(sim, MujocoVecSim):
+                # the snapshot is the state the step ended in, before any reset
+                np.testing.assert_allclose(out.physics["qpos"][i], ref.unwrapped.data.qpos, err_msg=where)
+                np.testing.assert_allclose(out.physics["xpos"][i], ref.unwrapped.data.xpos, err_msg=where)
+            if term or trunc:
+                terminations += term
+                truncations += trunc
+                o = ref.reset()[0]
+            np.testing.assert_allclose(out.obs[i], o, atol=1e-9, err_msg=where)
+        if isinstance(sim, MujocoVecSim):
+            now = sim.physics()  # after autoreset: the new episodes' first states
+            for i, ref in enumerate(refs):
+                np.testing.assert_allclose(now["qvel"][i], ref.unwrapped.data.qvel)
+    sim.close()
+    return terminations, truncations
+
+
+def test_hopper_terminates_like_gymnasium():
+    terminations, _ = lockstep("Hopper-v5", action_scale=1.0)
+    assert terminations > 0
+
+
+def test_halfcheetah_truncates_like_gymnasium():
+    _, truncations = lockstep("HalfCheetah-v5", env_kwargs={"max_episode_steps": 25})
+    assert truncations == 3 * 2
+
+
+def test_ant_contact_forces_and_env_kwargs():
+    # contact forces in obs and reward; a kwarg that changes termination
+    terminations, truncations = lockstep(
+        "Ant-v5", steps=40, env_kwargs={"healthy_z_range": (0.45, 1.0), "max_episode_steps": 30}
+    )
+    assert terminations + truncations > 0
+
+
+def test_env_without_kernel_uses_its_own_step():
+    sim = make_vecsim("InvertedPendulum-v5", 2)
+    assert isinstance(sim, MujocoVecSim) and sim.kernel is None
+    terminations, _ = lockstep("InvertedPendulum-v5", action_scale=3.0)
+    assert terminations > 0
+
+
+def test_snapshot_layout_and_spaces():
+    sim = make_vecsim("HalfCheetah-v5", 4, seed=1)
+    sim.reset()
+    snap = sim.physics()
+    assert set(snap) == set(st.PHYSICS_KEYS)
+    assert snap["xpos"].shape == (4, sim.layout.bodies.__len__(), 3)
+    assert sim.action_space.shape == (6,) and sim.observation_space.shape == (17,)
+    assert sim.dt == pytest.approx(0.05)
+    out = sim.step(np.zeros((4, 6)))
+    state = st.state_pair(snap, out.physics, sim.layout, sim.dt)
+    assert state.body("torso").pos.shape == (4, 3)
+    sim.close()
+
+
+def test_fallback_on_pendulum():
+    sim = make_vecsim("Pendulum-v1", 3, seed=0, env_kwargs={"max_episode_steps": 10})
+    assert isinstance(sim, GymVecSim) and sim.layout is None
+    _, truncations = lockstep("Pendulum-v1", env_kwargs={"max_episode_steps": 10}, steps=25)
+    assert truncations == 3 * 2
+    sim.reset()
+    assert set(sim.physics()) == {"obs"}
+    out = sim.step(np.zeros((3, 1)))
+    assert out.physics["obs"].shape == (3, 3)
