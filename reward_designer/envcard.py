@@ -11,19 +11,21 @@ asked to write one, and the env reward is the baseline it is measured against.
 from __future__ import annotations
 
 import inspect
+import numbers
 import re
 from importlib.resources import files
 from typing import Literal
 
 import gymnasium as gym
 import jinja2
+import mujoco
 import numpy as np
 from pydantic import BaseModel
 
 from reward_designer.state import ModelLayout, layout_from_model
 
 SUMMARY_CHARS = 450  # the task description, cut at a sentence end
-SECTION_CHARS = 700  # termination / observation / action notes from a docstring
+SECTION_CHARS = 1000  # termination / observation / action notes from a docstring
 
 # MjData fields that gymnasium's MuJoCo envs put into observations (named in
 # their `observation_structure`) that are not qpos/qvel: what a block holds.
@@ -35,6 +37,10 @@ _MJDATA_FIELDS = {
     "ten_length": "tendon lengths",
     "ten_velocity": "tendon velocities",
 }
+
+
+class EnvCardError(ValueError):
+    """An env the card cannot be built for (an unregistered id): a user-facing, one-line error."""
 
 
 class ObsField(BaseModel):
@@ -54,9 +60,11 @@ class ObsField(BaseModel):
         if self.index is None:
             return self.note or "other"
         a, b = self.index
-        full = self.source.endswith(".pos") and (a, b) == (0, 3)
-        sub = "" if full else (f"[{a}]" if b - a == 1 else f"[{a}:{b}]")
-        text = f"{self.source}{sub}"
+        if self.source.endswith(".pos") and (a, b) == (0, 3):
+            text = self.source
+        else:
+            src = f"({self.source})" if " - " in self.source else self.source
+            text = f"{src}[{a}]" if b - a == 1 else f"{src}[{a}:{b}]"
         return f"{self.fn}({text})" if self.fn else text
 
 
@@ -84,11 +92,11 @@ class EnvCard(BaseModel):
 
     @classmethod
     def from_env(cls, env_id: str, env_kwargs: dict | None = None) -> "EnvCard":
-        """Introspect ``gym.make(env_id, **env_kwargs)``; ValueError for an unregistered id."""
+        """Introspect ``gym.make(env_id, **env_kwargs)``; EnvCardError (a ValueError) for an unregistered id."""
         try:
             env = gym.make(env_id, **{"disable_env_checker": True, **(env_kwargs or {})})
         except gym.error.UnregisteredEnv as e:
-            raise ValueError(f"unknown env id {env_id!r}: {' '.join(str(e).split())}") from None
+            raise EnvCardError(f"unknown env id {env_id!r}: {' '.join(str(e).split())}") from None
         try:
             return _card(env_id, env)
         finally:
@@ -120,15 +128,18 @@ def _card(env_id: str, env: gym.Env) -> EnvCard:
         action_shape=list(env.action_space.shape or ()),
         action_low=low,
         action_high=high,
-        dt=float(dt) if isinstance(dt, (int, float)) else None,
+        dt=float(dt) if isinstance(dt, numbers.Real) else None,
         timestep=float(model.opt.timestep) if is_mujoco else None,
-        frame_skip=int(frame_skip) if isinstance(frame_skip, (int, np.integer)) else None,
-        max_episode_steps=_max_episode_steps(env),
+        frame_skip=int(frame_skip) if isinstance(frame_skip, numbers.Integral) else None,
+        # gym.make folds a max_episode_steps kwarg into the spec it sets.
+        max_episode_steps=env.spec.max_episode_steps if env.spec else None,
         termination=_termination(sections),
     )
     if is_mujoco:
         card.gravity = [float(g) for g in model.opt.gravity]
         card.layout = layout_from_model(model)
+        # An env may set what its observation reads (a goal, say) only on reset.
+        env.reset(seed=0)
         card.obs_layout = _obs_layout(u, model, data, card.layout)
     if not card.obs_layout:
         # Nothing to name the observation by: the docstring is all there is.
@@ -138,8 +149,6 @@ def _card(env_id: str, env: gym.Env) -> EnvCard:
 
 
 def _mujoco_model(u):
-    import mujoco
-
     model, data = getattr(u, "model", None), getattr(u, "data", None)
     if isinstance(model, mujoco.MjModel) and isinstance(data, mujoco.MjData):
         return model, data
@@ -162,16 +171,6 @@ def _space_text(space) -> str:
     return " ".join(str(space).split())
 
 
-def _max_episode_steps(env: gym.Env) -> int | None:
-    # The TimeLimit wrapper is the truth (env_kwargs may override the spec's default).
-    e = env
-    while isinstance(e, gym.Wrapper):
-        if isinstance(e, gym.wrappers.TimeLimit):
-            return int(e._max_episode_steps)
-        e = e.env
-    return env.spec.max_episode_steps if env.spec else None
-
-
 # --------------------------------------------------------------------------- observation layout
 
 
@@ -180,35 +179,40 @@ def _obs_layout(u, model, data, layout: ModelLayout) -> list[ObsField]:
 
     The env's own observation function is called on two random physics states;
     an entry is attributed to a candidate (qpos, qvel, cos/sin of a hinge angle,
-    a body/site position, a sensor reading) only if it equals it on both and
-    the candidate differs between them (a constant, e.g. a planar model's y,
-    would match anything constant). Anything else is "other".
+    a body/site position, a sensor reading, a difference of body positions) if
+    it equals it on both and the candidate differs between them: a constant
+    (a planar model's y) would match any constant entry. A constant entry is
+    attributed only as the continuation of the run before it (a planar
+    object's z after its x, y). Anything else is "other".
     """
-    import mujoco
-
     get_obs = getattr(u, "_get_obs", None)
     if not callable(get_obs):
         return []
     rng = np.random.default_rng(0)
-    samples = []
+    obs, cand = [], []
     for _ in range(2):
         _randomize(model, data, layout, rng)
         mujoco.mj_forward(model, data)
-        obs = np.asarray(get_obs(), dtype=np.float64).ravel()
+        obs.append(np.asarray(get_obs(), dtype=np.float64).ravel())
         labels, values = _candidates(model, data, layout)
-        samples.append((obs, values))
-    (obs1, cand1), (obs2, cand2) = samples
-    if obs1.shape != obs2.shape:
-        return []
-    tol1 = 1e-5 * (1 + np.abs(obs1))[:, None]
-    tol2 = 1e-5 * (1 + np.abs(obs2))[:, None]
-    match = (np.abs(obs1[:, None] - cand1[None]) <= tol1) & (np.abs(obs2[:, None] - cand2[None]) <= tol2)
-    match &= (cand1 != cand2)[None]
-    match[obs1 == obs2] = False
-    labels_per_entry = [labels[int(np.argmax(row))] if row.any() else None for row in match]
-    fields = _group(labels_per_entry)
+        cand.append(values)
+    equal = np.ones((obs[0].size, cand[0].size), dtype=bool)
+    for o, c in zip(obs, cand):
+        equal &= np.abs(o[:, None] - c[None]) <= 1e-5 * (1 + np.abs(o))[:, None]
+    informative = equal & (cand[0] != cand[1])[None] & (obs[0] != obs[1])[:, None]
+    column = {lab: j for j, lab in enumerate(labels)}
+    chosen: list[tuple | None] = []
+    for i in range(obs[0].size):
+        hits = np.flatnonzero(informative[i])
+        lab = labels[hits[0]] if hits.size else None
+        if lab is None and chosen and chosen[-1] is not None:
+            src, fn, k = chosen[-1]
+            j = column.get((src, fn, k + 1))
+            lab = labels[j] if j is not None and equal[i, j] else None
+        chosen.append(lab)
+    fields = _group(chosen)
     _name_fields(fields, layout)
-    _label_other(fields, getattr(u, "observation_structure", None), len(obs1))
+    _label_other(fields, getattr(u, "observation_structure", None), obs[0].size)
     return fields
 
 
@@ -218,9 +222,11 @@ def _randomize(model, data, layout: ModelLayout, rng) -> None:
     data.qvel[:] = rng.uniform(-1, 1, model.nv)
     for j in layout.joints.values():
         if j.type in ("free", "ball"):
-            q0 = j.qpos[1] - 4
             q = rng.normal(size=4)
-            data.qpos[q0 : j.qpos[1]] = q / np.linalg.norm(q)
+            data.qpos[j.qpos[1] - 4 : j.qpos[1]] = q / np.linalg.norm(q)
+
+
+MAX_PAIR_BODIES = 64  # body-position differences are O(nbody^2) candidates
 
 
 def _candidates(model, data, layout: ModelLayout):
@@ -236,9 +242,19 @@ def _candidates(model, data, layout: ModelLayout):
         ("qpos", "cos", np.where(hinge, np.cos(qpos), np.nan)),
         ("qpos", "sin", np.where(hinge, np.sin(qpos), np.nan)),
     ]
-    groups += [(f'body("{n}").pos', "", data.xpos[b]) for n, b in layout.bodies.items() if b > 0]
+    # Children first: a marker body placed at its parent's origin (Pusher's
+    # "tips_arm") is the name the env author meant.
+    bodies = [(n, b) for n, b in reversed(layout.bodies.items()) if b > 0]
+    groups += [(f'body("{n}").pos', "", data.xpos[b]) for n, b in bodies]
     groups += [(f'site("{n}").pos', "", data.site_xpos[s]) for n, s in layout.sites.items()]
     groups += [(f'sensor("{n}")', "", data.sensordata[a:b]) for n, (a, b) in layout.sensors.items()]
+    if len(bodies) <= MAX_PAIR_BODIES:  # e.g. Reacher's fingertip - target
+        groups += [
+            (f'body("{n}").pos - body("{m}").pos', "", data.xpos[b] - data.xpos[c])
+            for n, b in bodies
+            for m, c in bodies
+            if b != c
+        ]
     labels = [(src, fn, i) for src, fn, vals in groups for i in range(len(vals))]
     values = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for _, _, v in groups])
     return labels, values
@@ -305,9 +321,8 @@ def _label_other(fields: list[ObsField], structure, obs_dim: int) -> None:
                 continue
             if lo > pos:  # a stretch the structure does not name
                 out.append(ObsField(start=pos, end=lo))
-            named = key not in ("qpos", "qvel")
             note = f"{key}: {_MJDATA_FIELDS[key]}" if key in _MJDATA_FIELDS else key
-            out.append(ObsField(start=lo, end=hi, note=note if named else ""))
+            out.append(ObsField(start=lo, end=hi, note=note))
             pos = hi
         if pos < f.end:
             out.append(ObsField(start=pos, end=f.end))
@@ -350,6 +365,7 @@ def _clean(text: str) -> str:
         if s.startswith("```"):
             fenced = not fenced
             continue
+        # Figures (images, ":name:" directives) and table rules say nothing in text.
         if fenced or s.startswith("![") or s.startswith(":") or re.fullmatch(r"\|?[\s|:-]+\|?", s or "x"):
             continue
         s = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", s)  # links -> their text
@@ -372,7 +388,11 @@ def _clip(text: str, limit: int) -> str:
 
 def _summary(sections: dict[str, str]) -> str:
     # One flowing paragraph: line breaks in a description are only source wrapping.
-    return _clip(" ".join(_clean(sections.get("description", "")).split()), SUMMARY_CHARS)
+    text = " ".join(sections.get("description", "").split())
+    # gymnasium's descriptions tend to open with a citation ("This environment is
+    # based on the work of X in [paper](url)."): no use to a reward designer.
+    text = re.sub(r"^This environment (?:is based on|corresponds to) [^\[]*\[[^\]]*\]\([^)]*\)\.?\s*", "", text)
+    return _clip(" ".join(_clean(text).split()), SUMMARY_CHARS)
 
 
 def _termination(sections: dict[str, str]) -> str:
@@ -404,14 +424,17 @@ def _view(card: EnvCard) -> dict:
     if lay is not None:
         # action[:, i] drives actuator i when the action is the control vector (MujocoEnv).
         direct = card.action_shape == [len(lay.actuators)]
-        driven: dict[str, str] = {}
+        # Uniform action bounds are stated once with the action; else per actuator.
+        uniform = len(set(card.action_low)) == 1 and len(set(card.action_high)) == 1
+        driven: dict[str, str] = {}  # joint -> what drives it
         for i, (name, act) in enumerate(lay.actuators.items()):
-            ctrl = f" ctrl [{_num(act.ctrl_range[0])}, {_num(act.ctrl_range[1])}]" if act.ctrl_range else ""
-            text = (f"action[:, {i}]" if direct else f"actuator {name}") + ctrl
+            ctrl = ""
+            if act.ctrl_range and not (direct and uniform):
+                ctrl = f" ctrl [{_num(act.ctrl_range[0])}, {_num(act.ctrl_range[1])}]"
             if act.target in lay.joints and act.target not in driven:
-                driven[act.target] = text
+                driven[act.target] = (f"action[:, {i}]" if direct else f"actuator {name}") + ctrl
             else:
-                loose_actuators.append(f"{name}: {text}" + (f" -> {act.target}" if act.target else ""))
+                loose_actuators.append(f"{name}" + (f" <- action[:, {i}]" if direct else "") + ctrl)
         width = max((len(n) for n in lay.joints), default=0)
         for name, j in lay.joints.items():
             rng = f" range [{_num(j.range[0])}, {_num(j.range[1])}]" if j.range else ""
@@ -431,14 +454,27 @@ def _view(card: EnvCard) -> dict:
     if card.gravity is not None and any(card.gravity):
         axis = int(np.argmax(np.abs(card.gravity)))
         up = ("-" if card.gravity[axis] > 0 else "+") + "xyz"[axis]
+    obs_lines = []
+    for f in card.obs_layout:
+        joints_note = f"  ({f.note})" if f.note and f.index is not None else ""
+        obs_lines.append(f"obs[{f.start}:{f.end}] = {f.expr()}{joints_note}")
+    bodies = [n for n, b in lay.bodies.items() if b > 0] if lay else []
+    # Accessor examples use real names: the root body, an actuated joint.
+    joint_example = ""
+    if lay is not None:
+        actuated = [a.target for a in lay.actuators.values() if a.target in lay.joints]
+        joint_example = (actuated or list(lay.joints) or [""])[0]
     return {
-        "class_doc_env": f"{card.env_id} ({'MuJoCo' if card.is_mujoco else 'not MuJoCo: obs only'})",
+        "title": f"{card.env_id} ({'MuJoCo' if card.is_mujoco else 'not MuJoCo: obs only'})",
         "episode": episode,
         "timing": " ".join(timing),
+        "dt": _num(card.dt) if card.dt is not None else None,
         "up": up,
-        "obs_lines": [f"obs[{f.start}:{f.end}] = {f.expr()}" + (f"  ({f.note})" if f.note and f.index is not None else "") for f in card.obs_layout],
-        "bodies": [n for n, b in (lay.bodies.items() if lay else []) if b > 0],
+        "obs_lines": obs_lines,
+        "bodies": bodies,
+        "body_example": bodies[0] if bodies else "",
         "joints": joints,
+        "joint_example": joint_example,
         "has_free": lay is not None and any(j.type == "free" for j in lay.joints.values()),
         "loose_actuators": loose_actuators,
         "sites": list(lay.sites) if lay else [],

@@ -1,0 +1,304 @@
+"""EnvCard: introspection of MuJoCo and classic envs, observation layout, rendering."""
+
+import ast
+from importlib.resources import files
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+from gymnasium.envs.mujoco import MujocoEnv
+
+from reward_designer.envcard import EnvCard, ObsField
+
+
+@pytest.fixture(scope="module")
+def cheetah() -> EnvCard:
+    return EnvCard.from_env("HalfCheetah-v5")
+
+
+@pytest.fixture(scope="module")
+def ant() -> EnvCard:
+    return EnvCard.from_env("Ant-v5")
+
+
+def _rebuild_obs(fields: list[ObsField], model, data) -> np.ndarray:
+    """The observation as the layout says it is made; "other" entries as NaN."""
+    out = []
+    for f in fields:
+        if f.index is None:
+            out.append(np.full(f.end - f.start, np.nan))
+            continue
+        terms = [t.strip() for t in f.source.split(" - ")]
+        vals = []
+        for t in terms:
+            if t in ("qpos", "qvel"):
+                vals.append(getattr(data, t))
+            else:  # body("name").pos
+                assert t.startswith('body("') and t.endswith('").pos'), t
+                vals.append(data.body(t[len('body("') : -len('").pos')]).xpos)
+        v = vals[0] - vals[1] if len(vals) == 2 else vals[0]
+        v = {"": v, "cos": np.cos(v), "sin": np.sin(v)}[f.fn]
+        out.append(np.asarray(v)[f.index[0] : f.index[1]])
+    return np.concatenate(out)
+
+
+def _check_layout_against_env(card: EnvCard, env_id: str, env_kwargs: dict | None = None, seed: int = 7):
+    """On a random state unrelated to the card's, the layout rebuilds what the env observes."""
+    env = gym.make(env_id, **(env_kwargs or {}))
+    u = env.unwrapped
+    rng = np.random.default_rng(seed)
+    qpos = u.init_qpos + rng.uniform(-0.3, 0.3, u.model.nq)
+    u.set_state(qpos, u.init_qvel + rng.uniform(-0.3, 0.3, u.model.nv))
+    obs = u._get_obs()
+    rebuilt = _rebuild_obs(card.obs_layout, u.model, u.data)
+    env.close()
+    assert rebuilt.shape == obs.shape
+    known = ~np.isnan(rebuilt)
+    np.testing.assert_allclose(rebuilt[known], obs[known], rtol=1e-6, atol=1e-9)
+    return known
+
+
+def test_halfcheetah_names_and_slices_match_the_model(cheetah):
+    env = gym.make("HalfCheetah-v5")
+    m = env.unwrapped.model
+    lay = cheetah.layout
+    assert cheetah.is_mujoco and "torso" in lay.bodies
+    j = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "bthigh")
+    bthigh = lay.joints["bthigh"]
+    assert bthigh.type == "hinge"
+    assert bthigh.qpos == (int(m.jnt_qposadr[j]), int(m.jnt_qposadr[j]) + 1)
+    assert bthigh.qvel == (int(m.jnt_dofadr[j]), int(m.jnt_dofadr[j]) + 1)
+    assert bthigh.range == pytest.approx(tuple(m.jnt_range[j]))
+    assert len(lay.actuators) == m.nu == 6
+    for a, (name, act) in enumerate(lay.actuators.items()):
+        assert act.ctrl_range == pytest.approx(tuple(m.actuator_ctrlrange[a]))
+        assert act.target == name  # HalfCheetah's motors are named after their joints
+    env.close()
+
+
+def test_halfcheetah_timing_and_spaces(cheetah):
+    assert cheetah.timestep == pytest.approx(0.01)
+    assert cheetah.frame_skip == 5
+    assert cheetah.dt == pytest.approx(cheetah.timestep * cheetah.frame_skip)
+    assert cheetah.max_episode_steps == 1000
+    assert cheetah.observation_shape == [17] and cheetah.action_shape == [6]
+    assert cheetah.action_low == [-1.0] * 6 and cheetah.action_high == [1.0] * 6
+    assert "never terminates" in cheetah.termination
+    assert "cheetah" in cheetah.summary.lower()
+
+
+def test_halfcheetah_obs_layout_is_qpos_without_x_then_qvel(cheetah):
+    got = [(f.start, f.end, f.source, f.fn, f.index) for f in cheetah.obs_layout]
+    assert got == [(0, 8, "qpos", "", (1, 9)), (8, 17, "qvel", "", (0, 9))]
+    known = _check_layout_against_env(cheetah, "HalfCheetah-v5")
+    assert known.all()
+
+
+def test_ant_obs_layout_names_the_contact_forces(ant):
+    got = [(f.start, f.end, f.source, f.index) for f in ant.obs_layout]
+    assert got == [
+        (0, 13, "qpos", (2, 15)),
+        (13, 27, "qvel", (0, 14)),
+        (27, 105, "other", None),
+    ]
+    assert ant.obs_layout[2].note.startswith("cfrc_ext")
+    assert ant.layout.joints["root"].type == "free"
+    _check_layout_against_env(ant, "Ant-v5")
+
+
+def test_ant_obs_layout_follows_env_kwargs():
+    kwargs = {"include_cfrc_ext_in_observation": False, "exclude_current_positions_from_observation": False}
+    card = EnvCard.from_env("Ant-v5", kwargs)
+    got = [(f.start, f.end, f.source, f.index) for f in card.obs_layout]
+    assert got == [(0, 15, "qpos", (0, 15)), (15, 29, "qvel", (0, 14))]
+    assert card.observation_shape == [29]
+
+
+def test_derived_observations_cos_sin_and_body_differences():
+    card = EnvCard.from_env("Reacher-v5")
+    exprs = [f.expr() for f in card.obs_layout]
+    assert exprs == [
+        "cos(qpos[0:2])",
+        "sin(qpos[0:2])",
+        "qpos[2:4]",
+        "qvel[0:2]",
+        '(body("fingertip").pos - body("target").pos)[0:2]',
+    ]
+    assert _check_layout_against_env(card, "Reacher-v5").all()
+    assert card.max_episode_steps == 50
+
+
+def test_constant_entries_continue_a_run():
+    # Pusher observes the object's and goal's full xyz; their z never changes.
+    card = EnvCard.from_env("Pusher-v5")
+    exprs = [f.expr() for f in card.obs_layout]
+    assert exprs[2:] == ['body("tips_arm").pos', 'body("object").pos', 'body("goal").pos']
+    assert _check_layout_against_env(card, "Pusher-v5").all()
+
+
+def test_env_kwargs_reach_the_time_limit():
+    assert EnvCard.from_env("Reacher-v5", {"max_episode_steps": 17}).max_episode_steps == 17
+
+
+def test_non_mujoco_env_falls_back_to_spaces_and_docstring():
+    card = EnvCard.from_env("Pendulum-v1")
+    assert not card.is_mujoco and card.layout is None and card.obs_layout == []
+    assert card.observation_shape == [3] and card.action_shape == [1]
+    assert card.action_low == [-2.0] and card.action_high == [2.0]
+    assert card.dt == pytest.approx(0.05) and card.frame_skip is None
+    assert card.max_episode_steps == 200
+    assert "pendulum" in card.summary.lower()
+    assert "cos(theta)" in card.observation_notes
+    text = card.render()
+    ast.parse(text)
+    assert "cos(theta)" in text and "def body" not in text and "qpos" not in text
+
+
+def test_discrete_action_space():
+    card = EnvCard.from_env("CartPole-v1")
+    assert card.action_space == "Discrete(2)" and card.action_low == [0.0] and card.action_high == [1.0]
+    assert "Pole Angle" in card.termination
+    ast.parse(card.render())
+
+
+def test_unknown_env_id_raises_value_error():
+    with pytest.raises(ValueError, match="unknown env id") as e:
+        EnvCard.from_env("NoSuchEnv-v0")
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="unknown env id"):
+        EnvCard.from_env("HalfCheetah-v99")
+
+
+def test_rendered_stub_is_python_and_names_the_state(cheetah):
+    text = cheetah.render()
+    ast.parse(text)
+    for needle in (
+        'state.body("torso")',
+        'state.joint("bthigh")',
+        "bthigh hinge qpos[3] qvel[3] range [-0.52, 1.05] <- action[:, 0]",
+        "obs[0:8] = qpos[1:9]",
+        "obs[8:17] = qvel[0:9]",
+        "qpos: Tensor  # [n, 9]",
+        "dt: float = 0.05",
+        "state.prev",
+        "at most 1000 steps",
+        "frame_skip 5",
+        "def compute_reward(state: State, action: Tensor)",
+        "[n, 6] Box(-1, 1, (6,))",
+    ):
+        assert needle in text, needle
+    # The env's own reward is what the designer is compared against: not shown.
+    assert "ctrl_cost" not in text and "forward_reward" not in text
+
+
+def test_card_size_limits(cheetah):
+    assert len(cheetah.render()) < 2300
+    humanoid = EnvCard.from_env("Humanoid-v5")
+    text = humanoid.render()
+    ast.parse(text)
+    # 348 observation entries, grouped into a handful of lines.
+    assert len(humanoid.obs_layout) <= 8
+    assert len(text) < 4500
+    assert 'state.body("torso")' in text and "left_elbow" in text and "cfrc_ext" in text
+
+
+@pytest.mark.parametrize(
+    "env_id", ["Hopper-v5", "Walker2d-v5", "Swimmer-v5", "InvertedPendulum-v5", "InvertedDoublePendulum-v5"]
+)
+def test_every_mujoco_card_renders_and_its_layout_holds(env_id):
+    card = EnvCard.from_env(env_id)
+    text = card.render()
+    ast.parse(text)
+    assert "$" not in text and "\\" not in text  # docstring LaTeX is made plain
+    assert _check_layout_against_env(card, env_id).any()
+
+
+def test_card_crosses_process_boundaries_as_json(cheetah):
+    assert EnvCard.model_validate_json(cheetah.model_dump_json()) == cheetah
+
+
+def test_template_ships_with_the_package():
+    assert files("reward_designer.prompts").joinpath("envcard.py.j2").is_file()
+
+
+ARM_XML = """
+<mujoco>
+  <compiler angle="radian"/>
+  <option timestep="0.005"/>
+  <worldbody>
+    <body name="arm" pos="0 0 0.1">
+      <joint name="shoulder" type="hinge" axis="0 0 1" range="-2 2" limited="true"/>
+      <geom type="capsule" fromto="0 0 0 0.3 0 0" size="0.02"/>
+      <body name="hand" pos="0.3 0 0">
+        <joint name="elbow" type="hinge" axis="0 0 1"/>
+        <geom type="capsule" fromto="0 0 0 0.2 0 0" size="0.02"/>
+        <site name="tip" pos="0.2 0 0"/>
+      </body>
+    </body>
+  </worldbody>
+  <tendon>
+    <fixed name="couple"><joint joint="shoulder" coef="1"/><joint joint="elbow" coef="1"/></fixed>
+  </tendon>
+  <actuator>
+    <motor name="m_shoulder" joint="shoulder" ctrlrange="-1 1" ctrllimited="true"/>
+    <motor name="m_couple" tendon="couple" ctrlrange="-0.5 0.5" ctrllimited="true"/>
+  </actuator>
+  <sensor>
+    <framequat name="tip_quat" objtype="site" objname="tip"/>
+  </sensor>
+</mujoco>
+"""
+
+
+class _ArmEnv(MujocoEnv):
+    """A two-link arm made up for the EnvCard tests.
+
+    Reach with the tip.
+    """
+
+    metadata = {"render_modes": ["human", "rgb_array", "depth_array", "rgbd_tuple"], "render_fps": 50}
+
+    def __init__(self, xml_file: str, **kwargs):
+        space = gym.spaces.Box(-np.inf, np.inf, (10,), np.float64)
+        super().__init__(xml_file, frame_skip=4, observation_space=space, **kwargs)
+
+    def _get_obs(self):
+        d = self.data
+        return np.concatenate([d.site_xpos[0], d.sensordata[:4], d.qpos[::-1], [d.qvel.sum()]])
+
+    def step(self, action):
+        self.do_simulation(action, self.frame_skip)
+        return self._get_obs(), 0.0, False, False, {}
+
+    def reset_model(self):
+        return self._get_obs()
+
+
+@pytest.fixture(scope="module")
+def arm_id(tmp_path_factory) -> str:
+    xml = tmp_path_factory.mktemp("arm") / "arm.xml"
+    xml.write_text(ARM_XML)
+    env_id = "EnvCardTestArm-v0"
+    gym.register(env_id, entry_point=_ArmEnv, kwargs={"xml_file": str(xml)}, max_episode_steps=123)
+    yield env_id
+    gym.registry.pop(env_id)
+
+
+def test_users_own_mujoco_env_with_sites_sensors_and_a_tendon_actuator(arm_id):
+    card = EnvCard.from_env(arm_id)
+    assert card.summary == "A two-link arm made up for the EnvCard tests. Reach with the tip."
+    assert card.dt == pytest.approx(0.02) and card.max_episode_steps == 123
+    assert [f.expr() for f in card.obs_layout] == [
+        'site("tip").pos',
+        'sensor("tip_quat")[0:4]',
+        "qpos[1]",
+        "qpos[0]",
+        "other",
+    ]
+    text = card.render()
+    ast.parse(text)
+    assert 'def site(self, name: Literal["tip"])' in text
+    assert "tip_quat [4]" in text
+    assert "shoulder hinge qpos[0] qvel[0] range [-2, 2] <- action[:, 0] ctrl [-1, 1]" in text
+    assert "m_couple <- action[:, 1] ctrl [-0.5, 0.5]" in text
