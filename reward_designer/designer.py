@@ -1,0 +1,36 @@
+"""Designer: prompts in, candidate reward programs out."""
+
+from __future__ import annotations
+
+from . import templates
+from .program import ENTRY, extract_code
+from .schemas import TaskSpec
+
+
+class Designer:
+    """Asks the LLM for K programs a round, and for fixes of rejected ones.
+
+    Round 1 sees the task, the env card and the contract; later rounds also
+    see the best program so far, its reflection numbers and the analyzer's
+    feedback. Replies with no usable code come back as None, which the
+    critic turns into a finding.
+    """
+
+    def __init__(self, llm, task: TaskSpec, envcard: str, temperature: float = 1.0):
+        self.llm, self.task, self.envcard, self.temperature = llm, task, envcard, temperature
+
+    def first_round_messages(self) -> list[dict]:
+        return templates.messages("designer.j2", task=self.task, envcard=self.envcard)
+
+    def refine_messages(self, best: dict, feedback: str, others: list[dict]) -> list[dict]:
+        return templates.messages("refine.j2", task=self.task, envcard=self.envcard,
+                                  best=best, feedback=feedback, others=others)
+
+    def propose(self, k: int, messages: list[dict]) -> list[str | None]:
+        replies = self.llm.complete(messages, n=k, purpose="design", temperature=self.temperature)
+        return [extract_code(r.text, ENTRY) for r in replies]
+
+    def fix(self, code: str | None, findings: list[str], entry: str = ENTRY) -> str | None:
+        chat = templates.messages("fixer.j2", code=code or "# (no code was found in the reply)", findings=findings)
+        reply = self.llm.complete(chat, n=1, purpose="fix", temperature=0.3)[0].text
+        return extract_code(reply, entry)

@@ -1,0 +1,357 @@
+"""Run: the design loop over a run folder, resumable at any point.
+
+Every step leaves its output in the folder before the next one starts (LLM
+replies in the response cache, critic reports, training results, analyses),
+and every step first looks for its output there. Resuming a run is running it
+again: finished steps are read back, so no LLM call is repeated and no
+finished training is redone; a training killed half-way starts over.
+
+    RUN/run.json                  config, status, candidates, best, tokens and cost
+    RUN/envcard.py, fitness.py    what the designer read; the hidden measure (for review)
+    RUN/llm/cache/, calls.jsonl   every LLM reply
+    RUN/iter_01/prompt.md         the designer's prompt of that round
+    RUN/iter_01/cand_00/          reward.py, attempt_*.py, critic.json, train/ (policy.npz,
+                                  progress.jsonl), analysis.json, rollout/, reward_eval/
+    RUN/best/                     reward.py, policy.npz, analysis.json of the best candidate
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .analyzer import Analysis, Analyzer
+from .critic import Critic, CriticReport
+from .designer import Designer
+from .envcard import EnvCard
+from .llm import make_client
+from .program import FITNESS_ENTRY, extract_code, fitness_from_code
+from .schemas import FitnessSpec, ResultEnvelope, TaskSpec, TrainResult
+from .templates import render
+from .trainer import Trainer
+
+RUN_FILE = "run.json"
+
+
+class RunError(Exception):
+    """The run cannot go on (one line, fit for a user)."""
+
+
+class RunConfig(BaseModel):
+    task: TaskSpec
+    model: str | None = None
+    api_base: str | None = None
+    replay: str | None = None  # a file of recorded replies served instead of a live LLM
+    iterations: int = Field(default=3, ge=1)
+    samples: int = Field(default=4, ge=1)
+    train_steps: int = Field(default=1_000_000, gt=0)
+    seed: int = 0
+    device: str = "cpu"
+    workers: int = Field(default=1, ge=1)
+    fix_attempts: int = Field(default=2, ge=0)
+    llm_critic: bool = False
+    llm_analysis: bool = True
+    episodes: int = Field(default=5, ge=1)
+    require_sandbox: bool = False
+    ppo: dict = {}
+    prices: tuple[float, float] | None = None  # USD per 1M prompt / completion tokens
+
+
+class CandidateRecord(BaseModel):
+    iteration: int
+    index: int
+    status: Literal["rejected", "failed", "trained"]
+    stage: str = ""  # where the critic stopped it
+    findings: list[str] = []
+    fixes: int = 0
+    fitness: float | None = None
+    correlation: float | None = None
+    steps_per_second: float | None = None
+    train_seconds: float | None = None
+    error: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"iter_{self.iteration:02d}/cand_{self.index:02d}"
+
+
+class RunRecord(BaseModel):
+    version: int = 1
+    config: RunConfig
+    status: Literal["running", "done", "failed"] = "running"
+    created: str = ""
+    updated: str = ""
+    fitness: FitnessSpec | None = None
+    candidates: list[CandidateRecord] = []
+    best: CandidateRecord | None = None
+    usage: dict = {}
+    error: str = ""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _add_usage(a: dict, b: dict) -> dict:
+    return {k: (a.get(k) or 0) + (b.get(k) or 0) for k in set(a) | set(b)}
+
+
+class Run:
+    """A design run in a folder: ``Run.create(folder, config).execute()``, later ``Run.open(folder).execute()``."""
+
+    def __init__(self, folder: Path, record: RunRecord, console: Console | None = None):
+        self.folder, self.record = Path(folder), record
+        self.console = console or Console(stderr=True)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, folder: Path, config: RunConfig, console: Console | None = None) -> "Run":
+        folder = Path(folder)
+        if (folder / RUN_FILE).exists():
+            raise RunError(f"{folder} already holds a run; continue it with `reward-designer resume {folder}`")
+        run = cls(folder, RunRecord(config=config, created=_now()), console)
+        run.save()
+        return run
+
+    @classmethod
+    def open(cls, folder: Path, console: Console | None = None) -> "Run":
+        path = Path(folder) / RUN_FILE
+        if not path.is_file():
+            raise RunError(f"no run in {folder} (no {RUN_FILE})")
+        try:
+            record = RunRecord.model_validate_json(path.read_text())
+        except ValidationError as exc:
+            raise RunError(f"{path} is damaged: {str(exc).splitlines()[0]}") from None
+        return cls(folder, record, console)
+
+    @property
+    def config(self) -> RunConfig:
+        return self.record.config
+
+    def save(self) -> None:
+        with self._lock:
+            self.record.updated = _now()
+            _write(self.folder / RUN_FILE, self.record.model_dump_json(indent=1))
+
+    # ------------------------------------------------------------------ loop
+    def execute(self, quiet: bool = False) -> RunRecord:
+        cfg = self.config
+        self.record.status, self.record.error = "running", ""
+        llm = make_client(cfg.model, api_base=cfg.api_base, replay=Path(cfg.replay) if cfg.replay else None,
+                          cache_dir=self.folder / "llm" / "cache", log_path=self.folder / "llm" / "calls.jsonl",
+                          prices=cfg.prices)
+        llm.check_reachable()
+        usage_before = dict(self.record.usage)
+        self._usage = lambda: _add_usage(usage_before, llm.usage.model_dump())
+
+        try:
+            envcard = EnvCard.from_env(cfg.task.env_id, cfg.task.env_kwargs).render()
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
+        _write(self.folder / "envcard.py", envcard)
+        self._critic = Critic(cfg.task.env_id, cfg.task.env_kwargs, llm=llm if cfg.llm_critic else None,
+                              task=cfg.task, envcard=envcard, require_sandbox=cfg.require_sandbox, seed=cfg.seed)
+        designer = Designer(llm, cfg.task, envcard)
+        fitness = self._fitness(llm, designer)
+        self._trainer = Trainer(cfg.task.env_id, cfg.train_steps, cfg.task.env_kwargs, seed=cfg.seed,
+                                device=cfg.device, ppo=cfg.ppo, require_sandbox=cfg.require_sandbox)
+        self._analyzer = Analyzer(cfg.task.env_id, fitness, cfg.task.env_kwargs, episodes=cfg.episodes,
+                                  llm=llm if cfg.llm_analysis else None, task=cfg.task,
+                                  require_sandbox=cfg.require_sandbox)
+
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        with Progress(*columns, console=self.console, disable=quiet) as bars:
+            rounds = bars.add_task("rounds", total=cfg.iterations)
+            for it in range(1, cfg.iterations + 1):
+                self._round(it, designer, bars)
+                bars.advance(rounds)
+        self._finish()
+        if not quiet:
+            self.console.print(self.summary_table())
+        return self.record
+
+    def _fitness(self, llm, designer: Designer) -> FitnessSpec:
+        """The task's hidden measure: the card's, else one sparse check asked of the LLM once."""
+        if self.record.fitness is None:
+            fitness = self.config.task.fitness or self._fitness_from_llm(llm, designer)
+            _write(self.folder / "fitness.py", fitness.code)
+            self.record.fitness = fitness
+            self.save()
+        return self.record.fitness
+
+    def _fitness_from_llm(self, llm, designer: Designer) -> FitnessSpec:
+        chat = [{"role": "user", "content": render("fitness.j2", task=self.config.task, envcard=designer.envcard)}]
+        code = extract_code(llm.complete(chat, n=1, purpose="fitness", temperature=0.0)[0].text, FITNESS_ENTRY)
+        report = self._check_fitness(code, self.folder / "fitness_check")
+        if not report.ok:
+            code = designer.fix(code, report.findings, entry=FITNESS_ENTRY)
+            report = self._check_fitness(code, self.folder / "fitness_check")
+        if not report.ok:
+            raise RunError("the LLM's success check for this task is unusable: " + "; ".join(report.findings)[:300]
+                           + " (pass one with --fitness FILE)")
+        self.console.print(f"[yellow]The task's success check was written by the LLM; review it: "
+                           f"{self.folder / 'fitness.py'}[/]")
+        return fitness_from_code(code, "llm", "a sparse success check written by the LLM for this task")
+
+    def _check_fitness(self, code: str | None, workdir: Path) -> CriticReport:
+        # No LLM review here: the reviewer prompt is about rewards.
+        return Critic(self.config.task.env_id, self.config.task.env_kwargs, seed=self.config.seed,
+                      require_sandbox=self.config.require_sandbox).check(code, workdir, entry=FITNESS_ENTRY)
+
+    def _round(self, it: int, designer: Designer, bars: Progress) -> None:
+        folder = self.folder / f"iter_{it:02d}"
+        best = self.record.best
+        if best is None:
+            messages = designer.first_round_messages()
+        else:
+            analysis = self._analysis(best)
+            others = [
+                {"index": c.index, "summary": f"task score {c.fitness:.3f}"}
+                for c in self.record.candidates
+                if c.iteration == it - 1 and c.status == "trained" and c is not best and c.fitness is not None
+            ]
+            messages = designer.refine_messages(
+                {"code": (self.folder / best.name / "reward.py").read_text(), "reflection": analysis.reflection,
+                 "trained_steps": self.config.train_steps, "episodes": analysis.episodes},
+                analysis.feedback, others)
+        _write(folder / "prompt.md", "\n\n".join(f"## {m['role']}\n\n{m['content']}" for m in messages))
+        codes = designer.propose(self.config.samples, messages)
+
+        accepted = []
+        for j, code in enumerate(codes):
+            cand = folder / f"cand_{j:02d}"
+            code, report, fixes = self._criticize(cand, code, designer)
+            if report.ok:
+                accepted.append((j, cand, code, fixes))
+            else:
+                self._record(CandidateRecord(iteration=it, index=j, status="rejected", stage=report.stage,
+                                             findings=report.findings, fixes=fixes))
+
+        def train_one(item):
+            j, cand, code, fixes = item
+            task = bars.add_task(f"  iter {it} cand {j}", total=self.config.train_steps)
+            rec = self._train_and_analyze(it, j, cand, code, fixes,
+                                          lambda step: bars.update(task, completed=step))
+            bars.update(task, completed=self.config.train_steps)
+            return rec
+
+        with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
+            for rec in pool.map(train_one, accepted):
+                self._record(rec)
+
+    def _criticize(self, cand: Path, code: str | None, designer: Designer) -> tuple[str | None, CriticReport, int]:
+        """Check a program; a rejected one goes back to the designer with the findings, a bounded number of times."""
+        if (cand / "critic.json").is_file():
+            report = CriticReport.model_validate_json((cand / "critic.json").read_text())
+            final = cand / "reward.py"
+            attempts = len(list(cand.glob("attempt_*.py")))
+            return (final.read_text() if final.is_file() else None), report, max(0, attempts - 1)
+        for attempt in range(self.config.fix_attempts + 1):
+            if code is not None:
+                _write(cand / f"attempt_{attempt}.py", code)
+            report = self._critic.check(code, cand / "probe")
+            if report.ok or attempt == self.config.fix_attempts:
+                break
+            code = designer.fix(code, report.findings)
+        if code is not None:
+            _write(cand / "reward.py", code)
+        _write(cand / "critic.json", report.model_dump_json(indent=1))
+        return code, report, attempt
+
+    def _train_and_analyze(self, it: int, j: int, cand: Path, code: str, fixes: int, on_progress) -> CandidateRecord:
+        rec = CandidateRecord(iteration=it, index=j, status="trained", fixes=fixes)
+        train_dir = cand / "train"
+        result = self._finished_training(train_dir)
+        if result is None:
+            out = self._trainer.train(code, train_dir, self.record.fitness, on_progress=on_progress)
+            if not out.ok:
+                rec.status, rec.error = "failed", out.problem or out.result.error
+                return rec
+            result = out.result
+        rec.steps_per_second, rec.train_seconds = result.steps_per_second, result.seconds
+        analysis = self._analysis(rec)
+        if analysis is None:
+            analysis = self._analyzer.analyze(code, train_dir / "policy.npz", cand, train_dir / "progress.jsonl")
+            _write(cand / "analysis.json", analysis.model_dump_json(indent=1))
+        if not analysis.ok:
+            rec.status, rec.error = "failed", analysis.error
+            return rec
+        rec.fitness, rec.correlation, rec.error = analysis.fitness_mean, analysis.step_correlation, analysis.error
+        return rec
+
+    @staticmethod
+    def _finished_training(train_dir: Path) -> TrainResult | None:
+        path = train_dir / "result.json"
+        if not (path.is_file() and (train_dir / "policy.npz").is_file()):
+            return None
+        try:
+            result = ResultEnvelope.model_validate_json(path.read_text()).result
+        except ValidationError:
+            return None
+        return result if isinstance(result, TrainResult) and result.ok else None
+
+    def _analysis(self, rec: CandidateRecord) -> Analysis | None:
+        path = self.folder / rec.name / "analysis.json"
+        return Analysis.model_validate_json(path.read_text()) if path.is_file() else None
+
+    def _record(self, rec: CandidateRecord) -> None:
+        with self._lock:
+            self.record.candidates = [
+                c for c in self.record.candidates if (c.iteration, c.index) != (rec.iteration, rec.index)
+            ] + [rec]
+            trained = [c for c in self.record.candidates if c.status == "trained" and c.fitness is not None]
+            # Ties go to the earlier candidate, so a resumed run picks the same best.
+            self.record.best = max(trained, key=lambda c: (c.fitness, -c.iteration, -c.index), default=None)
+            self.record.usage = self._usage()
+        self.save()
+
+    def _finish(self) -> None:
+        best = self.record.best
+        if best is None:
+            self.record.status, self.record.error = "failed", "no candidate survived the critic and training"
+        else:
+            src, dst = self.folder / best.name, self.folder / "best"
+            dst.mkdir(exist_ok=True)
+            for name in ("reward.py", "analysis.json"):
+                shutil.copyfile(src / name, dst / name)
+            shutil.copyfile(src / "train" / "policy.npz", dst / "policy.npz")
+            self.record.status = "done"
+        self.record.usage = self._usage()
+        self.save()
+
+    # --------------------------------------------------------------- report
+    def summary_table(self) -> Table:
+        cost = self.record.usage.get("cost_usd")
+        table = Table(title=f"{self.config.task.name}: {self.record.status}"
+                            f" | tokens {self.record.usage.get('prompt_tokens', 0)}+"
+                            f"{self.record.usage.get('completion_tokens', 0)}"
+                            f" | cost {'unknown' if not cost else f'${cost:.4f}'}")
+        for col in ("candidate", "status", "fixes", "fitness", "reward~fitness", "steps/s", "note"):
+            table.add_column(col)
+        best = self.record.best
+        for c in sorted(self.record.candidates, key=lambda c: (c.iteration, c.index)):
+            mark = " *" if best is not None and (c.iteration, c.index) == (best.iteration, best.index) else ""
+            table.add_row(
+                c.name + mark, c.status, str(c.fixes),
+                "" if c.fitness is None else f"{c.fitness:.3f}",
+                "" if c.correlation is None else f"{c.correlation:.2f}",
+                "" if c.steps_per_second is None else f"{c.steps_per_second:.0f}",
+                (c.error or "; ".join(c.findings))[:80],
+            )
+        return table

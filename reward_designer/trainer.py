@@ -1,0 +1,66 @@
+"""Trainer: one candidate's PPO training, in a sandboxed worker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from .jobs import JobOutcome, run_job
+from .sandbox import Limits
+from .schemas import FitnessSpec, TrainJob
+
+
+def read_progress(path: Path) -> list[dict]:
+    """The training log lines; written by a worker that ran untrusted code, so parsed defensively."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                rows.append({k: v for k, v in row.items() if isinstance(v, (int, float))})
+    return rows
+
+
+class Trainer:
+    def __init__(
+        self,
+        env_id: str,
+        steps: int,
+        env_kwargs: dict | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+        ppo: dict | None = None,
+        limits: Limits | None = None,
+        require_sandbox: bool = False,
+    ):
+        self.env_id, self.steps, self.env_kwargs = env_id, steps, env_kwargs or {}
+        self.seed, self.device, self.ppo = seed, device, ppo or {}
+        # Generous by default: 1M steps take about a minute at full speed, far longer on a busy laptop.
+        self.limits = limits or Limits(wall_s=max(600.0, steps / 500), cpu_s=int(max(1200, steps / 250)),
+                                       memory_mb=8192)
+        self.require_sandbox = require_sandbox
+
+    def train(
+        self,
+        code: str | None,
+        workdir: Path,
+        fitness: FitnessSpec | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> JobOutcome:
+        """Train on ``code`` (None: the env's own reward); the policy lands in ``workdir/policy.npz``."""
+        progress = workdir / "progress.jsonl"
+        progress.unlink(missing_ok=True)  # a killed earlier attempt restarts from scratch
+
+        def poll() -> None:
+            if on_progress is not None:
+                rows = read_progress(progress)
+                if rows:
+                    on_progress(int(rows[-1].get("global_step", 0)))
+
+        job = TrainJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed, code=code,
+                       fitness=fitness, total_steps=self.steps, device=self.device, ppo=self.ppo)
+        return run_job(job, workdir, self.limits, poll=poll, require_sandbox=self.require_sandbox)

@@ -1,0 +1,123 @@
+"""`reward-designer design` end to end through a loopback OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fake_openai import FakeOpenAI
+from scripted import reply
+
+pytestmark = pytest.mark.slow
+
+DESIGN = ["--env", "HalfCheetah-v5", "--task", "run forward as fast as possible", "--model", "openai/scripted",
+          "--iterations", "2", "--samples", "3", "--episodes", "2", "--device", "cpu", "--fix-attempts", "1"]
+
+
+def cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    full_env = {**os.environ, "OPENAI_API_KEY": "sk-test", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "reward_designer.cli", *args], env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def requests_text(server: FakeOpenAI) -> list[str]:
+    return [json.dumps(body, sort_keys=True) for body in server.chat_requests]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One uninterrupted scripted design run; several tests read it."""
+    out = tmp_path_factory.mktemp("design") / "run"
+    with FakeOpenAI(reply) as server:
+        code, err = finish(cli("design", *DESIGN, "--train-steps", "6000", "--api-base", server.base_url,
+                               "--out", str(out)))
+        requests = requests_text(server)
+    assert code == 0, err
+    return out, requests, err
+
+
+def test_broken_programs_never_reach_training(full_run):
+    out, _, _ = full_run
+    record = json.loads((out / "run.json").read_text())
+    cands = {(c["iteration"], c["index"]): c for c in record["candidates"]}
+    # Round 1: the good one trains; the syntax error comes back fixed and trains; NaN stays rejected.
+    assert cands[(1, 0)]["status"] == "trained" and cands[(1, 0)]["fixes"] == 0
+    assert cands[(1, 1)]["status"] == "trained" and cands[(1, 1)]["fixes"] == 1
+    assert cands[(1, 2)]["status"] == "rejected" and cands[(1, 2)]["stage"] == "probe"
+    assert any("NaN" in f for f in cands[(1, 2)]["findings"])
+    assert not (out / "iter_01" / "cand_02" / "train").exists()
+    first_try = (out / "iter_01" / "cand_01" / "attempt_0.py").read_text()
+    assert json.loads((out / "iter_01" / "cand_01" / "critic.json").read_text())["ok"] is True
+    assert "{\"speed\": speed\n" in first_try and (out / "iter_01" / "cand_01" / "attempt_1.py").is_file()
+
+
+def test_round_two_prompt_holds_best_code_and_reflection(full_run):
+    out, requests, _ = full_run
+    record = json.loads((out / "run.json").read_text())
+    round1 = [c for c in record["candidates"] if c["iteration"] == 1 and c["status"] == "trained"]
+    best1 = max(round1, key=lambda c: c["fitness"])
+    best_code = (out / f"iter_01/cand_{best1['index']:02d}" / "reward.py").read_text()
+    analysis = json.loads((out / f"iter_01/cand_{best1['index']:02d}" / "analysis.json").read_text())
+    refine = [r for r in requests if "We trained a policy on the best reward function so far" in r]
+    assert refine  # more than one when the server returned fewer samples than asked
+    prompt = json.loads(refine[0])["messages"][-1]["content"]
+    assert best_code.strip() in prompt
+    assert f"mean {analysis['fitness_mean']:.3f}" in prompt  # the reflection numbers
+    assert "correlation of the reward with the task score" in prompt
+    assert "raise the weight of `forward`" in prompt  # the analyzer's feedback
+
+
+def test_run_ends_with_best_and_summary(full_run):
+    out, _, err = full_run
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "done"
+    best = record["best"]
+    assert (out / "best" / "reward.py").read_text() == (
+        out / f"iter_{best['iteration']:02d}/cand_{best['index']:02d}" / "reward.py").read_text()
+    assert (out / "best" / "policy.npz").stat().st_size > 0
+    assert best["fitness"] == max(c["fitness"] for c in record["candidates"] if c["status"] == "trained")
+    assert "fitness" in err and "best:" in err  # the summary table and the closing line
+    assert record["usage"]["calls"] > 0 and record["usage"]["prompt_tokens"] > 0
+    assert (out / "fitness.py").read_text().count("compute_fitness") == 1  # asked of the LLM, kept for review
+
+
+def test_killed_run_resumes_with_no_repeated_request(full_run, tmp_path):
+    ref_out, _, _ = full_run
+    out = tmp_path / "run"
+    with FakeOpenAI(reply) as server:
+        proc = cli("design", *DESIGN, "--train-steps", "6000", "--api-base", server.base_url, "--out", str(out),
+                   start_new_session=True)
+        progress = out / "iter_01" / "cand_01" / "train" / "progress.jsonl"
+        deadline = time.monotonic() + 240
+        while not (progress.is_file() and progress.read_text().strip()) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        assert progress.is_file(), "training never started"
+        os.killpg(proc.pid, signal.SIGKILL)  # the CLI and every worker it started
+        proc.wait()
+        assert not (out / "iter_01" / "cand_01" / "train" / "result.json").exists()
+        before = requests_text(server)
+
+        code, err = finish(cli("resume", str(out), env={"OPENAI_API_KEY": "sk-test"}))
+        assert code == 0, err
+        after = requests_text(server)
+
+    assert len(after) > len(before)
+    assert len(set(after)) == len(after), "a request was sent twice"
+    record = json.loads((out / "run.json").read_text())
+    ref = json.loads((ref_out / "run.json").read_text())
+    assert (record["best"]["iteration"], record["best"]["index"]) == (ref["best"]["iteration"], ref["best"]["index"])
+    assert record["best"]["fitness"] == pytest.approx(ref["best"]["fitness"], rel=1e-6)
+    assert (out / "best" / "reward.py").read_text() == (ref_out / "best" / "reward.py").read_text()
