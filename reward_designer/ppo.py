@@ -141,12 +141,11 @@ class Collector:
         self.prev = sim.physics() if reward_fn else None
 
     def observe(self, raw: np.ndarray, update: bool) -> torch.Tensor:
+        """Observations as the policy sees them; ``update``: fold them into the statistics first."""
+        if self.cfg.norm_obs and update:
+            self.policy.update_obs_stats(raw)
         x = torch.as_tensor(raw.reshape(self.n, self.obs_dim), dtype=torch.float32, device=self.device)
-        if not self.cfg.norm_obs:
-            return x
-        if update:
-            self.policy.update_obs_stats(x)
-        return self.policy.normalize(x)
+        return self.policy.normalize(x) if self.cfg.norm_obs else x
 
     def scale(self, reward: torch.Tensor, done: np.ndarray) -> torch.Tensor:
         """Divide by the std of the discounted return (as gymnasium's NormalizeReward)."""
@@ -171,12 +170,14 @@ class Collector:
             env_action = policy.clip(action)
             out = sim.step(env_action.cpu().numpy())
             done = out.terminated | out.truncated
-            if self.reward_fn is None:
+            reward = None
+            if self.reward_fn is not None:
+                reward = self.reward_fn(self.prev, out.physics, env_action, done)
+                self.prev = sim.physics()
+            if reward is None:
                 reward = torch.as_tensor(out.env_reward, dtype=torch.float32, device=dev)
             else:
-                reward = self.reward_fn(self.prev, out.physics, env_action, done)
                 reward = reward.detach().to(device=dev, dtype=torch.float32).reshape(n)
-                self.prev = sim.physics()
             train_reward += float(reward.sum())
             reward = self.scale(reward, done)
             cut = out.truncated & ~out.terminated
@@ -210,20 +211,22 @@ def update(policy: Policy, optimizer: torch.optim.Optimizer, ro: Rollout, advant
     b_act = ro.actions.reshape(batch, -1)
     b_logp, b_val = ro.logp.reshape(batch), ro.values.reshape(batch)
     b_adv, b_ret = advantages.reshape(batch), returns.reshape(batch)
-    sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clipfrac": 0.0}
+    names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+    sums = torch.zeros(len(names), device=b_adv.device)  # summed as tensors: no device sync per step
     steps = 0
     for _ in range(cfg.update_epochs):
         perm = torch.randperm(batch, generator=generator, device=b_adv.device)
         for lo in range(0, batch - minibatch + 1, minibatch):
             idx = perm[lo : lo + minibatch]
-            logp, entropy = policy.log_prob(b_obs[idx], b_act[idx])
+            mb_obs = b_obs[idx]
+            logp, entropy = policy.log_prob(mb_obs, b_act[idx])
             log_ratio = logp - b_logp[idx]
             ratio = log_ratio.exp()
             adv = b_adv[idx]
             if cfg.norm_adv:
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
             pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
-            value = policy.value(b_obs[idx])
+            value = policy.value(mb_obs)
             v_err = (value - b_ret[idx]).square()
             if cfg.clip_vloss:
                 v_clipped = b_val[idx] + (value - b_val[idx]).clamp(-cfg.clip_coef, cfg.clip_coef)
@@ -239,18 +242,15 @@ def update(policy: Policy, optimizer: torch.optim.Optimizer, ro: Rollout, advant
 
             with torch.no_grad():
                 # k3 estimator of KL(old || new) (Schulman, "Approximating KL divergence").
-                approx_kl = float(((ratio - 1) - log_ratio).mean())
-                sums["clipfrac"] += float(((ratio - 1).abs() > cfg.clip_coef).float().mean())
-            sums["policy_loss"] += float(pg_loss)
-            sums["value_loss"] += float(v_loss)
-            sums["entropy"] += float(ent)
-            sums["approx_kl"] += approx_kl
+                approx_kl = ((ratio - 1) - log_ratio).mean()
+                clipfrac = ((ratio - 1).abs() > cfg.clip_coef).float().mean()
+                sums += torch.stack([pg_loss, v_loss, ent, approx_kl, clipfrac])
             steps += 1
-        if cfg.target_kl is not None and approx_kl > cfg.target_kl:
+        if cfg.target_kl is not None and float(approx_kl) > cfg.target_kl:
             break
     var_ret = float(b_ret.var())
     explained = float("nan") if var_ret == 0 else 1.0 - float((b_ret - b_val).var()) / var_ret
-    return {**{k: v / max(steps, 1) for k, v in sums.items()}, "explained_variance": explained}
+    return {**dict(zip(names, (sums / max(steps, 1)).tolist())), "explained_variance": explained}
 
 
 def make_policy(sim, cfg: PPOConfig) -> Policy:
@@ -273,7 +273,8 @@ def train(sim, cfg: PPOConfig, reward_fn: RewardFn | None = None,
     ``reward_fn(prev, now, actions, done) -> tensor [n]`` is called once per
     vector step on the batch: ``prev`` the snapshot before the step, ``now`` the
     one right after (``StepOut.physics``), ``actions`` the clipped actions
-    applied, ``done`` terminated | truncated.
+    applied, ``done`` terminated | truncated. Returning None uses the env's
+    reward for that step (a reward_fn that only watches, e.g. a fitness meter).
     """
     torch.set_num_threads(cfg.torch_threads)
     policy = make_policy(sim, cfg)

@@ -251,7 +251,7 @@ class MujocoVecSim:
         keys = MJ_KEYS + tuple(k for k in (self.kernel.extra if self.kernel else ()) if k not in MJ_KEYS)
         self._rows = _Rows(e0.data, keys)
         self._views = [self._rows.views(e.data) for e in self.envs]
-        self._ctrl = [e.data.ctrl for e in self.envs]
+        self._steppers = [(e.model, e.data, e.frame_skip, e.data.ctrl, v) for e, v in zip(self.envs, self._views)]
         threads = max(1, min(threads or _cores(), num_envs))
         self._slabs = [range(i * num_envs // threads, (i + 1) * num_envs // threads) for i in range(threads)]
         self._pool = ThreadPoolExecutor(threads - 1) if threads > 1 else None
@@ -288,16 +288,17 @@ class MujocoVecSim:
         envs, views = self.envs, self._views
 
         if self.kernel is not None:
-            ctrl, rne = self._ctrl, self.kernel.rne
+            steppers, rne = self._steppers, self.kernel.rne
+            mj_step, mj_rne, concatenate = mujoco.mj_step, mujoco.mj_rnePostConstraint, np.concatenate
 
-            def work(slab: range) -> None:
+            def work(slab: range) -> None:  # the hot loop: locals only
                 for i in slab:
-                    e = envs[i]
-                    ctrl[i][:] = actions[i]
-                    mujoco.mj_step(e.model, e.data, nstep=e.frame_skip)
+                    model, data, frame_skip, ctrl, row_views = steppers[i]
+                    ctrl[:] = actions[i]
+                    mj_step(model, data, frame_skip)
                     if rne:
-                        mujoco.mj_rnePostConstraint(e.model, e.data)
-                    np.concatenate(views[i], out=flat[i])
+                        mj_rne(model, data)
+                    concatenate(row_views, out=flat[i])
 
             self._parallel(work)
             after = self._rows.split(flat)

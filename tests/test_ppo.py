@@ -96,6 +96,12 @@ def test_reward_fn_sees_the_step_before_and_after():
     assert ro.rewards[0].tolist() == [10.0, 10.0] and ro.rewards[1, 1] == 20.0
 
 
+def test_reward_fn_returning_none_means_the_env_reward():
+    calls = []
+    _, _, ro = scripted_collect(lambda *args: calls.append(1))
+    assert len(calls) == 3 and ro.rewards[0].tolist() == [1.0, 1.0] and ro.rewards[1, 1] == 1.0
+
+
 def test_same_seed_same_weights():
     def run(seed):
         sim = make_vecsim("HalfCheetah-v5", 4, seed=seed)
@@ -145,7 +151,7 @@ def test_ppo_learns_a_bandit():
 def test_policy_saves_weights_without_pickle(tmp_path):
     sim = ScriptedSim()
     policy = make_policy(sim, PPOConfig(hidden=(8, 8), activation="relu"))
-    policy.update_obs_stats(torch.randn(32, 3) * 4 + 1)
+    policy.update_obs_stats(np.random.default_rng(1).normal(1.0, 4.0, (32, 3)))
     path = tmp_path / "policy.npz"
     policy.save(path)
     with np.load(path, allow_pickle=False) as z:  # loads without pickle: plain arrays only

@@ -1,0 +1,158 @@
+"""Training speed: our PPO vs stable-baselines3 PPO, env steps per second.
+
+Every measurement runs in its own child process, one after another, so they
+share the machine the same way; each times its training call only (imports,
+env construction and process start excluded), on the env's own reward. Rows:
+
+  raw mj_step       one MjData stepped in a loop on one core: the simulator's floor
+  vecsim            our batched simulator alone, random actions, no learning
+  ours              our PPO with the env's preset (batched simulator, both cores)
+  ours+reward       the same, reward from a batched program written against state.State
+  sb3-defaults      SB3 PPO("MlpPolicy", env), one env
+  sb3-tuned         SB3 PPO, 16 envs in a DummyVecEnv, n_steps 128, batch_size 512
+
+--candidate also times a whole 1M-step HalfCheetah candidate as a worker would
+run it: process start to the saved policy file.
+
+    python benchmarks/trainer_speed.py --steps 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+ROWS = ["raw mj_step", "vecsim", "ours", "ours+reward", "sb3-defaults", "sb3-tuned"]
+
+
+def compute_reward(state, action):
+    """A typical LLM-written dense reward: forward speed of the torso, a control cost."""
+    forward = state.body("torso").linvel[:, 0]
+    ctrl = 0.1 * action.square().sum(-1)
+    return forward - ctrl, {"forward": forward, "ctrl": -ctrl}
+
+
+def child(row: str, env_id: str, steps: int) -> float:
+    """Run one measurement in this process; return env steps per second."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    if row == "raw mj_step":
+        import gymnasium as gym
+        import mujoco
+
+        env = gym.make(env_id).unwrapped
+        env.reset(seed=0)
+        m, d = env.model, env.data
+        n = min(steps, 20_000)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            mujoco.mj_step(m, d, nstep=env.frame_skip)
+        return n / (time.perf_counter() - t0)
+
+    from reward_designer import state as st
+    from reward_designer.ppo import PPOConfig, train
+    from reward_designer.presets import preset_for
+    from reward_designer.vecsim import make_vecsim
+
+    if row in ("vecsim", "ours", "ours+reward"):
+        cfg = PPOConfig.from_dict({**preset_for(env_id), "total_steps": steps})
+        sim = make_vecsim(env_id, cfg.num_envs, seed=0)
+        if row == "vecsim":
+            sim.reset()
+            rng = np.random.default_rng(0)
+            actions = rng.uniform(-1, 1, (64, sim.num_envs) + sim.action_space.shape)
+            t0 = time.perf_counter()
+            for k in range(steps // sim.num_envs):
+                sim.step(actions[k % 64])
+            return steps // sim.num_envs * sim.num_envs / (time.perf_counter() - t0)
+        reward_fn = None
+        if row == "ours+reward":
+            def reward_fn(prev, now, actions, done):
+                state = st.state_pair(prev, now, sim.layout, sim.dt, cfg.device)
+                return compute_reward(state, actions)[0]
+        t0 = time.perf_counter()
+        train(sim, cfg, reward_fn=reward_fn)
+        seconds = time.perf_counter() - t0
+        done = cfg.total_steps // (cfg.num_envs * cfg.num_steps) * cfg.num_envs * cfg.num_steps
+        return done / seconds
+
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    if row == "sb3-defaults":
+        model = PPO("MlpPolicy", gym.make(env_id), seed=0, device="cpu")
+    else:
+        model = PPO("MlpPolicy", make_vec_env(env_id, n_envs=16, seed=0), n_steps=128, batch_size=512,
+                    seed=0, device="cpu")
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    return model.num_timesteps / (time.perf_counter() - t0)
+
+
+def candidate(steps: int, path: str) -> None:
+    """A worker's whole job: imports, simulator, training, saved weights."""
+    from reward_designer.ppo import PPOConfig, train
+    from reward_designer.presets import preset_for
+    from reward_designer.vecsim import make_vecsim
+
+    cfg = PPOConfig.from_dict({**preset_for("HalfCheetah-v5"), "total_steps": steps})
+    sim = make_vecsim("HalfCheetah-v5", cfg.num_envs, seed=0)
+    train(sim, cfg).save(path)
+
+
+def run_child(*args: str) -> str:
+    out = subprocess.run([sys.executable, "-W", "ignore", __file__, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{args} failed:\n{out.stderr[-2000:]}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=100_000, help="env steps per measurement")
+    p.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Ant-v5"])
+    p.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)
+    p.add_argument("--candidate", action="store_true", help="also time a 1M-step HalfCheetah candidate end to end")
+    p.add_argument("--child", nargs=3, metavar=("ROW", "ENV", "STEPS"), help=argparse.SUPPRESS)
+    p.add_argument("--candidate-child", nargs=2, metavar=("STEPS", "PATH"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        row, env_id, steps = args.child
+        print(json.dumps(child(row, env_id, int(steps))))
+        return
+    if args.candidate_child:
+        candidate(int(args.candidate_child[0]), args.candidate_child[1])
+        return
+
+    print(f"{args.steps} env steps per measurement; each row a separate process, run one after another")
+    for env_id in args.envs:
+        rates = {}
+        for row in args.rows:
+            rates[row] = json.loads(run_child("--child", row, env_id, str(args.steps)))
+            print(f"{env_id:16s} {row:14s} {rates[row]:9.0f} env-steps/s", flush=True)
+        for ours in ("ours", "ours+reward"):
+            for other in ("sb3-defaults", "sb3-tuned", "raw mj_step"):
+                if ours in rates and other in rates:
+                    print(f"{env_id:16s} {ours} / {other}: {rates[ours] / rates[other]:.2f}x")
+    if args.candidate:
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "policy.npz"
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-W", "ignore", __file__, "--candidate-child", "1000000", str(path)],
+                           check=True, capture_output=True)
+            seconds = time.perf_counter() - t0
+            assert path.exists()
+        print(f"1M-step HalfCheetah-v5 candidate, process start to saved policy: {seconds:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
