@@ -88,7 +88,9 @@ class Analyzer:
         self.require_sandbox = require_sandbox
 
     def analyze(self, code: str | None, policy: Path, workdir: Path, train_log: Path | None = None) -> Analysis:
-        # Each worker sees only its own folder: the inputs are copied in.
+        # Each worker sees only its own folder: the inputs are copied in. Paths are
+        # absolute because a worker runs in its own folder.
+        workdir = workdir.resolve()
         rollout_dir = workdir / "rollout"
         rollout_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(policy, rollout_dir / "policy.npz")

@@ -38,7 +38,7 @@ class BadInput(Exception):
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"error: {message}", markup=False, highlight=False)
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -92,13 +92,14 @@ def _guard(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from .envcard import EnvCardError
         from .llm import LLMError
         from .run import RunError
         from .tasks import TaskError
 
         try:
             return fn(*args, **kwargs)
-        except (BadInput, TaskError, LLMError, RunError) as exc:
+        except (BadInput, TaskError, LLMError, RunError, EnvCardError) as exc:
             _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except KeyboardInterrupt:
             _fail("interrupted; `reward-designer resume` continues a run where it stopped", 130)
@@ -131,6 +132,7 @@ def design(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
 ) -> None:
     """Design a reward for a task: from a task card, or from --env and --task."""
+    from .llm import make_client
     from .run import Run, RunConfig
     from .schemas import TaskSpec
     from .tasks import load_task
@@ -160,6 +162,8 @@ def design(
         episodes=episodes, require_sandbox=require_sandbox,
     )
     _require_sandbox(require_sandbox)
+    # Before the run folder exists: a bad model or API base should leave nothing behind.
+    make_client(model, api_base=api_base, replay=replay).check_reachable()
     run = Run.create(out or Path("runs") / spec.name, config, console=err)
     _execute(run, quiet)
 
@@ -191,7 +195,7 @@ def _require_sandbox(required: bool) -> None:
 
     missing = [s for s in doctor() if not s.active]
     for s in missing:
-        err.print(f"warning: sandbox layer '{s.name}' is not active: {s.detail}", markup=False)
+        err.print(f"warning: sandbox layer '{s.name}' is not active: {s.detail}", markup=False, soft_wrap=True)
     if required and missing:
         raise BadInput("--require-sandbox: missing layers: " + ", ".join(s.name for s in missing))
 
@@ -225,7 +229,7 @@ def check(
     code = _read_python(file, "reward file")
     _check_env(env)
     with tempfile.TemporaryDirectory(prefix="rd-check-") as tmp:
-        report = Critic(env, seed=seed).check(code, Path(tmp))
+        report = Critic(env, seed=seed).check(code, Path(tmp) / "probe")
     if json_out:
         print(report.model_dump_json(indent=1))
     else:

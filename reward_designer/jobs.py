@@ -37,6 +37,7 @@ def run_job(
     poll: Callable[[], None] | None = None,
     require_sandbox: bool = False,
 ) -> JobOutcome:
+    workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "result.json").unlink(missing_ok=True)
     job_file = workdir / "job.json"

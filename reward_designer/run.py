@@ -116,7 +116,7 @@ class Run:
     """A design run in a folder: ``Run.create(folder, config).execute()``, later ``Run.open(folder).execute()``."""
 
     def __init__(self, folder: Path, record: RunRecord, console: Console | None = None):
-        self.folder, self.record = Path(folder), record
+        self.folder, self.record = Path(folder).resolve(), record
         self.console = console or Console(stderr=True)
         self._lock = threading.Lock()
 
@@ -342,7 +342,8 @@ class Run:
                             f" | tokens {self.record.usage.get('prompt_tokens', 0)}+"
                             f"{self.record.usage.get('completion_tokens', 0)}"
                             f" | cost {'unknown' if not cost else f'${cost:.4f}'}")
-        for col in ("candidate", "status", "fixes", "fitness", "reward~fitness", "steps/s", "note"):
+        table.add_column("candidate", no_wrap=True)
+        for col in ("status", "fixes", "fitness", "reward~fitness", "steps/s", "note"):
             table.add_column(col)
         best = self.record.best
         for c in sorted(self.record.candidates, key=lambda c: (c.iteration, c.index)):

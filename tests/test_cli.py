@@ -1,0 +1,129 @@
+"""The command line: bad input gives one line and exit 2; help and README stay true."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if k != "REWARD_DESIGNER_MODEL"}
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "reward_designer.cli", *args], capture_output=True, text=True,
+                          env=full, cwd=cwd, timeout=120)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_line_exit_2(proc: subprocess.CompletedProcess, *words: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("warning:")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w.lower() in lines[0].lower(), lines[0]
+
+
+def test_unknown_env_id(tmp_path):
+    one_line_exit_2(run("design", "--env", "NoSuchEnv-v9", "--task", "walk", "--model", "openai/x",
+                        "--out", str(tmp_path / "r")), "unknown environment", "NoSuchEnv-v9")
+
+
+def test_empty_task(tmp_path):
+    one_line_exit_2(run("design", "--env", "HalfCheetah-v5", "--task", "   ", "--model", "openai/x",
+                        "--out", str(tmp_path / "r")), "empty")
+
+
+def test_no_model_configured(tmp_path):
+    one_line_exit_2(run("design", "--env", "HalfCheetah-v5", "--task", "run", "--out", str(tmp_path / "r")),
+                    "no model configured")
+
+
+def test_unreachable_api_base_leaves_no_run(tmp_path):
+    out = tmp_path / "r"
+    proc = run("design", "--env", "HalfCheetah-v5", "--task", "run", "--model", "openai/local",
+               "--api-base", f"http://127.0.0.1:{closed_port()}/v1", "--out", str(out))
+    one_line_exit_2(proc, "127.0.0.1")
+    assert not out.exists()
+
+
+def test_reward_file_that_is_not_python(tmp_path):
+    bad = tmp_path / "reward.py"
+    bad.write_text("This is a description of a reward, not code.\n")
+    one_line_exit_2(run("check", str(bad), "--env", "HalfCheetah-v5"), "not valid Python")
+    binary = tmp_path / "blob.py"
+    binary.write_bytes(b"\xff\xfe\x00\x81")
+    one_line_exit_2(run("train", str(binary), "--env", "HalfCheetah-v5"), "cannot read")
+
+
+def test_unknown_task_card_and_resume_of_nothing(tmp_path):
+    one_line_exit_2(run("design", "no-such-card", "--model", "openai/x"), "no task card")
+    one_line_exit_2(run("resume", str(tmp_path)), "no run")
+
+
+def test_check_exit_codes_and_json(tmp_path):
+    good = ROOT / "examples" / "my_reward.py"
+    ok = run("check", str(good), "--env", "HalfCheetah-v5", "--json")
+    assert ok.returncode == 0, ok.stderr
+    import json
+
+    report = json.loads(ok.stdout)
+    assert report["ok"] is True and set(report["probe"]["components"]) == {"forward", "ctrl_cost"}
+    nan = tmp_path / "nan.py"
+    nan.write_text("import torch\ndef compute_reward(state, action):\n    r = torch.full((state.n,), float('nan'))\n"
+                   "    return r, {'r': r}\n")
+    rejected = run("check", str(nan), "--env", "HalfCheetah-v5")
+    assert rejected.returncode == 1 and "NaN" in rejected.stderr
+
+
+def test_tasks_lists_the_cards():
+    proc = run("tasks")
+    assert proc.returncode == 0
+    for card in (ROOT / "envs").glob("*.yaml"):
+        assert card.stem[:15] in proc.stdout
+
+
+ISSUE_OPTIONS = {
+    "design": ["--env", "--task", "--model", "--api-base", "--iterations", "--samples", "--train-steps", "--out",
+               "--seed", "--device", "--workers", "--llm-critic", "--fitness", "--require-sandbox"],
+    "check": ["--env", "--json"],
+    "train": ["--env", "--steps", "--out", "--seed", "--device"],
+    "resume": [],
+    "tasks": [],
+    "doctor": ["--require-sandbox"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(ISSUE_OPTIONS))
+def test_help_lists_each_option(command):
+    proc = run(command, "--help", env={"COLUMNS": "200"})
+    assert proc.returncode == 0
+    for opt in ISSUE_OPTIONS[command]:
+        assert opt in proc.stdout, f"{command} --help lacks {opt}"
+
+
+def test_readme_commands_use_only_real_options():
+    """Every `reward-designer CMD ... --opt` in the README is an option that CMD's help lists."""
+    readme = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    top = run("--help", env={"COLUMNS": "200"}).stdout
+    helps: dict[str, str] = {}
+    uses = re.findall(r"reward-designer (\w+)([^\n`#]*)", readme)
+    assert len(uses) >= 8
+    for command, rest in uses:
+        assert command in top, f"README uses unknown command {command}"
+        if command not in helps:
+            helps[command] = run(command, "--help", env={"COLUMNS": "200"}).stdout
+        for opt in re.findall(r"(--[a-z][a-z-]*)", rest):
+            assert opt in helps[command], f"README: `{command} {opt}` is not in its --help"

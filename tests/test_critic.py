@@ -1,0 +1,79 @@
+"""The critic on real states of a MuJoCo env, through the sandboxed probe worker."""
+
+import pytest
+
+from reward_designer.critic import Critic, parse_verdict
+
+ENV = "HalfCheetah-v5"
+
+GOOD = """
+import torch
+def compute_reward(state, action):
+    forward = state.body("torso").linvel[:, 0]
+    ctrl = -0.1 * (action ** 2).sum(dim=-1)
+    return forward + ctrl, {"forward": forward, "ctrl": ctrl}
+"""
+
+CASES = {
+    "nan": ("import torch\ndef compute_reward(state, action):\n    r = torch.log(state.qpos[:, 1] - 100.0)\n"
+            "    return r, {'r': r}\n", "probe", "NaN"),
+    "constant": ("import torch\ndef compute_reward(state, action):\n    r = torch.ones(state.n)\n"
+                 "    return r, {'r': r}\n", "probe", "same for every state"),
+    "no_components": ("def compute_reward(state, action):\n    return state.qvel[:, 0], {}\n", "probe", "no components"),
+    "sum_gap": ("def compute_reward(state, action):\n    a = state.qvel[:, 0]\n    return 2 * a, {'a': a}\n",
+                "probe", "do not sum"),
+    "wrong_shape": ("def compute_reward(state, action):\n    r = state.qvel\n    return r, {'r': r}\n",
+                    "probe", "shape"),
+    "unknown_body": ("def compute_reward(state, action):\n    r = state.body('head').pos[:, 2]\n"
+                     "    return r, {'r': r}\n", "probe", "no body named 'head'"),
+    "not_a_tuple": ("def compute_reward(state, action):\n    return state.qvel[:, 0]\n", "probe", "(reward, components)"),
+    "syntax": ("def compute_reward(state, action):\n    return (\n", "lint", "syntax"),
+    "import_os": ("import os\ndef compute_reward(state, action):\n    r = state.qvel[:, 0]\n    return r, {'r': r}\n",
+                  "lint", "os"),
+}
+
+
+@pytest.fixture(scope="module")
+def critic():
+    return Critic(ENV)
+
+
+def test_good_program_passes_with_probe_numbers(critic, tmp_path):
+    report = critic.check(GOOD, tmp_path / "w")
+    assert report.ok and report.stage == "passed", report.findings
+    assert set(report.probe.components) == {"forward", "ctrl"}
+    assert report.probe.reward_shape == [8] and report.probe.reward_std > 0
+    assert report.probe.component_sum_gap < 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_broken_programs_are_rejected_with_a_finding(critic, tmp_path, name):
+    code, stage, words = CASES[name]
+    report = critic.check(code, tmp_path / "w")
+    assert not report.ok and report.stage == stage
+    assert any(words.lower() in f.lower() for f in report.findings), report.findings
+
+
+def test_no_code_in_reply(critic, tmp_path):
+    report = critic.check(None, tmp_path / "w")
+    assert not report.ok and "no Python code" in report.findings[0]
+
+
+def test_program_that_hangs_is_killed_at_the_deadline(tmp_path):
+    from reward_designer.sandbox import Limits
+
+    hang = "def compute_reward(state, action):\n    while True:\n        pass\n"
+    report = Critic(ENV, limits=Limits(wall_s=8, cpu_s=30, memory_mb=4096)).check(hang, tmp_path / "w")
+    assert not report.ok and report.stage == "probe"
+    assert "limit" in report.findings[0] or "killed" in report.findings[0]
+
+
+def test_fitness_entry_needs_no_components(critic, tmp_path):
+    code = "def compute_fitness(state, action):\n    return state.body('torso').linvel[:, 0]\n"
+    assert critic.check(code, tmp_path / "w", entry="compute_fitness").ok
+
+
+def test_llm_review_verdicts():
+    assert parse_verdict('{"verdict": "fail", "issues": ["rewards -x"]}') == {"verdict": "fail", "issues": ["rewards -x"]}
+    assert parse_verdict("Looks fine.\n```json\n{\"verdict\": \"pass\", \"issues\": []}\n```")["verdict"] == "pass"
+    assert parse_verdict("no json at all")["verdict"] == "pass"  # advisory: unreadable is not a rejection

@@ -1,0 +1,100 @@
+"""The design loop's failure paths, driven through the Python API with replayed replies (Pendulum: fast)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from reward_designer import design, load_task
+from reward_designer.run import Run, RunError
+
+GOOD = """```python
+import torch
+
+def compute_reward(state, action):
+    upright = state.obs[:, 0]
+    effort = -0.001 * (action ** 2).sum(dim=-1)
+    return upright + effort, {"upright": upright, "effort": effort}
+```"""
+
+# Passes the 48-step probe, then raises a few hundred calls into training.
+CRASHES_LATER = """```python
+import torch
+
+calls = [0]
+
+def compute_reward(state, action):
+    calls[0] += 1
+    if calls[0] > 300:
+        raise RuntimeError("boom")
+    r = state.obs[:, 0]
+    return r, {"upright": r}
+```"""
+
+# Passes the probe, then tries to eat all memory during training: the sandbox's limits end it.
+MEMORY_BOMB_LATER = """```python
+import torch
+
+calls = [0]
+hoard = []
+
+def compute_reward(state, action):
+    calls[0] += 1
+    if calls[0] > 300:
+        while True:
+            hoard.append(torch.ones(64, 1024, 1024))
+    r = state.obs[:, 0]
+    return r, {"upright": r}
+```"""
+
+
+def replies(tmp_path, design_replies, analyze=("- keep going",) * 8):
+    path = tmp_path / "replies.yaml"
+    path.write_text(yaml.safe_dump({"design": list(design_replies), "analyze": list(analyze)}))
+    return str(path)
+
+
+CONFIG = dict(iterations=1, train_steps=2048, episodes=2, device="cpu", ppo={"num_envs": 4, "num_steps": 64})
+
+
+def test_a_crashing_or_hostile_candidate_fails_alone(tmp_path):
+    task = load_task("pendulum-upright")
+    record = design(task, tmp_path / "run", replay=replies(tmp_path, [CRASHES_LATER, MEMORY_BOMB_LATER, GOOD]),
+                    samples=3, **CONFIG)
+    by_index = {c.index: c for c in record.candidates}
+    assert by_index[0].status == "failed" and "boom" in by_index[0].error
+    assert by_index[1].status == "failed" and by_index[1].error
+    assert by_index[2].status == "trained" and by_index[2].fitness is not None
+    assert record.status == "done" and record.best.index == 2
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert [c["status"] for c in sorted(saved["candidates"], key=lambda c: c["index"])] == ["failed", "failed", "trained"]
+
+
+def test_no_survivor_fails_the_run(tmp_path):
+    nan = "```python\nimport torch\ndef compute_reward(state, action):\n    r = state.obs[:, 0] / 0.0 * 0.0\n    return r, {'r': r}\n```"
+    path = tmp_path / "replies.yaml"
+    path.write_text(yaml.safe_dump({"design": [nan], "fix": [nan, nan]}))
+    record = design(load_task("pendulum-upright"), tmp_path / "run", replay=str(path), samples=1, **CONFIG)
+    assert record.status == "failed" and record.best is None
+    assert record.candidates[0].status == "rejected" and record.candidates[0].fixes == 2
+
+
+def test_finished_run_resumes_to_the_same_result_without_training(tmp_path):
+    task = load_task("pendulum-upright")
+    first = design(task, tmp_path / "run", replay=replies(tmp_path, [GOOD]), samples=1, **CONFIG)
+    policy = tmp_path / "run" / "iter_01" / "cand_00" / "train" / "policy.npz"
+    stamp = policy.stat().st_mtime_ns
+    again = Run.open(tmp_path / "run").execute(quiet=True)
+    assert again.best == first.best and again.status == "done"
+    assert policy.stat().st_mtime_ns == stamp  # not retrained
+
+
+def test_an_existing_run_folder_is_not_overwritten(tmp_path):
+    from reward_designer.run import RunConfig
+
+    task = load_task("pendulum-upright")
+    Run.create(tmp_path / "run", RunConfig(task=task, replay="x"))
+    with pytest.raises(RunError, match="resume"):
+        Run.create(tmp_path / "run", RunConfig(task=task, replay="x"))
