@@ -1,71 +1,35 @@
-"""The isolation layer that runs untrusted reward code (minimal seam; hardened in sandbox/ modules)."""
+"""The isolation layer that runs untrusted reward code.
 
-from __future__ import annotations
+Layers, outermost first (``doctor()`` says which are active here):
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-from typing import Callable
+1. static lint (``reward_designer.lint``): a filter in the critic, not a boundary;
+2. process: allow-listed environment, own run folder, stdin closed, output
+   capped to a tail, wall-clock deadline, disk quota on the run folder;
+3. namespaces (bubblewrap): no network, read-only system, nothing of the
+   machine visible but the Python installation and the run folder, own PID
+   namespace (``namespaces.py``);
+4. an unprivileged uid (65534) and rlimits: address space, CPU, file size,
+   open files, processes, no core dumps (``rlimits.py``);
+5. seccomp, applied by the worker itself after its imports
+   (``confine_self()``; ``seccomp.py``).
 
-from pydantic import BaseModel
+The parent side is ``run_worker``; the worker calls ``confine_self()``.
+Integrity does not rest on these layers alone: a reward program gets fresh
+copies of the state, and fitness is measured by a worker that never loads it.
+"""
 
+from .layers import SandboxUnavailable, confine_self, doctor
+from .models import LAYERS, LayerStatus, Limits, Outcome
+from .runner import run_worker, sanitize_workdir
 
-class Limits(BaseModel):
-    wall_s: float = 600.0
-    cpu_s: int = 3600
-    memory_mb: int = 4096
-    file_mb: int = 512
-    nofile: int = 256
-    nproc: int = 64
-    output_kb: int = 64
-
-
-class Outcome(BaseModel):
-    returncode: int | None
-    timed_out: bool = False
-    signal: int | None = None
-    stdout_tail: str = ""
-    stderr_tail: str = ""
-    wall_s: float = 0.0
-    layers: list[str] = []
-
-
-def run_worker(
-    job_file: Path,
-    workdir: Path,
-    limits: Limits | None = None,
-    poll: Callable[[], None] | None = None,
-    require: bool = False,
-) -> Outcome:
-    limits = limits or Limits()
-    t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reward_designer.worker", str(job_file)],
-        cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    timed_out = False
-    while proc.poll() is None:
-        if poll:
-            poll()
-        if time.monotonic() - t0 > limits.wall_s:
-            os.killpg(proc.pid, signal.SIGKILL)
-            timed_out = True
-            break
-        time.sleep(0.1)
-    out, err = proc.communicate()
-    rc = proc.returncode
-    return Outcome(
-        returncode=rc, timed_out=timed_out, signal=-rc if rc is not None and rc < 0 else None,
-        stdout_tail=out[-limits.output_kb * 1024:].decode(errors="replace"),
-        stderr_tail=err[-limits.output_kb * 1024:].decode(errors="replace"),
-        wall_s=time.monotonic() - t0, layers=["process"],
-    )
-
-
-def confine_self() -> list[str]:
-    """Called by the worker after its imports, before it loads untrusted code."""
-    return []
+__all__ = [
+    "LAYERS",
+    "LayerStatus",
+    "Limits",
+    "Outcome",
+    "SandboxUnavailable",
+    "confine_self",
+    "doctor",
+    "run_worker",
+    "sanitize_workdir",
+]

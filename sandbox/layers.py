@@ -1,0 +1,128 @@
+"""Which layers are active here, and the worker's side: ``confine_self()``.
+
+A missing layer is never a silent downgrade: it is logged once per process,
+listed in every ``Outcome.missing``, and with ``require=True`` the sandbox
+refuses to run instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+from . import namespaces, seccomp
+from .environment import REQUIRE, STATUS_FD
+from .models import LAYERS, LayerStatus
+
+log = logging.getLogger("reward_designer.sandbox")
+
+
+class SandboxUnavailable(RuntimeError):
+    """A layer the caller required is missing on this machine."""
+
+
+@dataclass
+class Plan:
+    statuses: list[LayerStatus]
+    bwrap: bool
+    warned: bool = field(default=False)
+
+    @property
+    def active(self) -> list[str]:
+        # seccomp is applied by the worker itself; it counts once the worker reports it.
+        return [s.name for s in self.statuses if s.active and s.name != "seccomp"]
+
+    @property
+    def missing(self) -> list[LayerStatus]:
+        return [s for s in self.statuses if not s.active]
+
+    def missing_text(self) -> str:
+        return "; ".join(f"{s.name}: {s.detail}" for s in self.missing)
+
+    def warn_once(self) -> None:
+        if self.missing and not self.warned:
+            self.warned = True
+            log.warning("sandbox layers missing (untrusted reward code runs less confined): %s. "
+                        "Use --require-sandbox / require=True to refuse instead.", self.missing_text())
+
+
+@functools.lru_cache(maxsize=1)
+def plan_layers() -> Plan:
+    problem = namespaces.bwrap_problem()
+    bwrap = problem is None
+    root = namespaces.is_root()
+    statuses = [LayerStatus(
+        name="process", active=True,
+        detail="allow-listed environment (no API keys), stdin closed, output capped to a tail, "
+               "own run folder, wall-clock deadline kills the whole process group",
+    )]
+    if bwrap:
+        version = subprocess.run([namespaces.bwrap_path(), "--version"], capture_output=True, text=True).stdout.strip()
+        statuses.append(LayerStatus(
+            name="namespaces", active=True,
+            detail=f"{version or 'bubblewrap'}: no network, read-only system and Python, only the run "
+                   "folder writable, private /tmp, own PID namespace; home, project checkout, task cards "
+                   "and other runs hidden",
+        ))
+    else:
+        statuses.append(LayerStatus(name="namespaces", active=False, detail=problem))
+
+    if bwrap and namespaces.uid_drop_possible():
+        how = "setpriv (bubblewrap started as root)" if root else "a user namespace"
+        statuses.append(LayerStatus(name="unprivileged-uid", active=True, detail=f"uid/gid 65534 via {how}"))
+    elif bwrap:
+        statuses.append(LayerStatus(
+            name="unprivileged-uid", active=False,
+            detail="setpriv (util-linux) not found: uid 65534 in the sandbox maps back to root"))
+    else:
+        who = "root" if root else f"uid {os.getuid()}"
+        statuses.append(LayerStatus(
+            name="unprivileged-uid", active=False,
+            detail=f"without bubblewrap the worker runs as the parent's user ({who})"))
+
+    nproc = "processes (NPROC)" if bwrap and namespaces.uid_drop_possible() else "NPROC has no effect for this uid"
+    statuses.append(LayerStatus(
+        name="rlimits", active=True,
+        detail=f"address space, CPU time, file size, open files, no core dumps; {nproc}"))
+
+    ok, detail = seccomp.available()
+    statuses.append(LayerStatus(name="seccomp", active=ok, detail=detail))
+    assert [s.name for s in statuses] == list(LAYERS)
+    return Plan(statuses=statuses, bwrap=bwrap)
+
+
+def doctor() -> list[LayerStatus]:
+    """Each layer, whether it is active on this machine, and why one is missing."""
+    return [s.model_copy() for s in plan_layers().statuses]
+
+
+def confine_self(require: bool | None = None) -> list[str]:
+    """Called by a worker after its imports, before it loads untrusted code.
+
+    Applies the seccomp filter and tells the parent (over a pipe it then
+    closes) which layers it applied. ``require`` (default: what the parent's
+    ``run_worker`` was asked) raises instead of running on unconfined.
+    """
+    if require is None:
+        require = os.environ.get(REQUIRE) == "1"
+    applied: list[str] = []
+    try:
+        seccomp.apply_filter()
+        applied.append("seccomp")
+    except Exception as e:  # noqa: BLE001 - ImportError, OSError from libseccomp, ...
+        if require:
+            raise SandboxUnavailable(f"seccomp could not be applied: {e}") from e
+        print(f"reward_designer.sandbox: warning: seccomp not applied ({e})", file=sys.stderr)
+    fd = os.environ.pop(STATUS_FD, None)
+    if fd is not None:
+        try:
+            os.write(int(fd), json.dumps({"confined": applied}).encode())
+            os.close(int(fd))
+        except (OSError, ValueError):
+            pass
+    return applied

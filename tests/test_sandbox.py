@@ -1,0 +1,306 @@
+"""The sandbox's layers, each on its own, with a minimal worker (tests/adversarial/snippet_worker.py).
+
+The hostile programs through the real worker are in tests/adversarial/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reward_designer import sandbox
+from reward_designer.sandbox import LAYERS, Limits, SandboxUnavailable, doctor, run_worker, sanitize_workdir
+from reward_designer.sandbox import environment, layers, namespaces
+from reward_designer.sandbox.runner import _Tail
+from reward_designer.state import state_pair
+
+SNIPPETS = Path(__file__).parent / "adversarial"
+ACTIVE = {s.name for s in doctor() if s.active}
+needs_bwrap = pytest.mark.skipif("namespaces" not in ACTIVE, reason="bubblewrap is not usable here")
+needs_seccomp = pytest.mark.skipif("seccomp" not in ACTIVE, reason="pyseccomp/libseccomp not usable here")
+SMALL = Limits(wall_s=20, cpu_s=10, memory_mb=2048, file_mb=16, disk_mb=64, output_kb=8)
+
+
+def snippet(tmp_path: Path, code: str, limits: Limits = SMALL, *, confine: bool = True, with_torch: bool = False,
+            **kw) -> sandbox.Outcome:
+    workdir = tmp_path / "work"
+    workdir.mkdir(exist_ok=True)
+    job = workdir / "job.json"
+    job.write_text(json.dumps({"code": textwrap.dedent(code), "confine": confine, "torch": with_torch}))
+    return run_worker(job, workdir, limits, module="snippet_worker", read_only=[SNIPPETS],
+                      extra_env={"PYTHONPATH": str(SNIPPETS)}, **kw)
+
+
+# ------------------------------------------------------------------ doctor
+def test_doctor_names_every_layer_and_why():
+    statuses = doctor()
+    assert [s.name for s in statuses] == list(LAYERS)
+    assert all(s.detail for s in statuses)
+    assert statuses[0].active  # the process layer needs nothing
+
+
+# ------------------------------------------------------------------ process layer
+def test_environment_is_an_allow_list(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp-secret")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    env = environment.worker_env("/tmp")
+    assert "OPENAI_API_KEY" not in env and "GITHUB_TOKEN" not in env
+    assert env["OMP_NUM_THREADS"] == "1" and env["HOME"] == "/tmp" and env["PYTHONNOUSERSITE"] == "1"
+    assert not any("secret" in v for v in env.values())
+
+
+def test_output_tail_is_bounded():
+    r, w = os.pipe()
+    tail = _Tail(os.fdopen(r, "rb"), keep=1000)
+    tail.start()
+    with os.fdopen(w, "wb") as f:
+        for i in range(2000):
+            f.write(f"{i:08d}\n".encode() * 100)
+    tail.join(5)
+    assert tail.total == 2000 * 900
+    text = tail.text()
+    assert len(text) == 1000 and text.endswith("00001999\n")
+
+
+def test_sanitize_removes_links_fifos_and_hard_links(tmp_path):
+    (tmp_path / "keep.json").write_text("{}")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "keep.txt").write_text("x")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.write_text("secret")
+    (tmp_path / "result.json").symlink_to(outside)
+    (tmp_path / "dirlink").symlink_to(tmp_path.parent)
+    os.mkfifo(tmp_path / "progress.jsonl")
+    os.link(outside, tmp_path / "job.json")
+    removed = sanitize_workdir(tmp_path)
+    assert sorted(removed) == ["dirlink", "job.json", "progress.jsonl", "result.json"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["keep.json", "keep.txt", "sub"]
+    assert outside.read_text() == "secret"
+
+
+def test_exit_code_output_and_layers(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-in-parent")
+    out = snippet(tmp_path, """
+        import os, sys
+        print("hello", os.environ.get("OPENAI_API_KEY"), os.environ["HOME"])
+        sys.exit(3)
+    """)
+    assert out.returncode == 3 and out.limit is None and out.detail == "exited with code 3"
+    assert out.stdout_tail.startswith("hello None ") and "sk-secret" not in out.stdout_tail
+    assert set(out.layers) == ACTIVE and out.missing == [x for x in LAYERS if x not in ACTIVE]
+
+
+def test_wall_clock_deadline_kills_the_whole_sandbox(tmp_path):
+    t0 = time.monotonic()
+    out = snippet(tmp_path, """
+        import threading, time
+        threading.Thread(target=time.sleep, args=(1000,)).start()
+        time.sleep(1000)
+    """, SMALL.model_copy(update={"wall_s": 1.5}))
+    assert out.timed_out and out.limit == "wall" and out.signal == signal.SIGKILL
+    assert time.monotonic() - t0 < 8
+
+
+def test_a_failing_poll_kills_the_worker_and_propagates(tmp_path):
+    marker = tmp_path / "work" / "alive"
+
+    def poll():
+        if marker.exists():
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        snippet(tmp_path, f"""
+            import time
+            open({str(marker)!r}, "w").close()
+            time.sleep(1000)
+        """, poll=poll)
+    out = subprocess.run(["pgrep", "-f", "snippet_worker"], capture_output=True, text=True)
+    assert out.stdout.strip() == ""
+
+
+def test_cpu_limit(tmp_path):
+    out = snippet(tmp_path, "while True: pass", SMALL.model_copy(update={"cpu_s": 1}))
+    assert out.limit == "cpu" and out.signal_name in ("SIGXCPU", "SIGKILL")
+
+
+def test_memory_limit(tmp_path):
+    out = snippet(tmp_path, "x = bytearray(4 * 2**30)", SMALL.model_copy(update={"memory_mb": 512}))
+    assert out.limit == "memory" and "MemoryError" in out.stderr_tail
+
+
+def test_disk_quota(tmp_path):
+    out = snippet(tmp_path, """
+        for i in range(100_000):
+            with open(f"f{i}", "wb") as f:
+                f.write(b"0" * 2**20)
+    """, SMALL.model_copy(update={"disk_mb": 20, "file_mb": 2}))
+    assert out.limit == "disk"
+
+
+def test_require_refuses_when_a_layer_is_missing(tmp_path, monkeypatch):
+    plan = layers.plan_layers()
+    broken = [s.model_copy(update={"active": False, "detail": "pretend"}) if s.name == "seccomp" else s
+              for s in plan.statuses]
+    monkeypatch.setattr(layers, "plan_layers", lambda: layers.Plan(statuses=broken, bwrap=plan.bwrap))
+    monkeypatch.setattr(sandbox.runner, "plan_layers", lambda: layers.Plan(statuses=broken, bwrap=plan.bwrap))
+    with pytest.raises(SandboxUnavailable, match="seccomp: pretend"):
+        snippet(tmp_path, "print('never runs')", require=True)
+
+
+def test_without_bubblewrap_it_runs_with_a_warning(tmp_path, monkeypatch, caplog):
+    plan = layers.plan_layers()
+    statuses = [s.model_copy(update={"active": False, "detail": "pretend"})
+                if s.name in ("namespaces", "unprivileged-uid") else s for s in plan.statuses]
+    fake = layers.Plan(statuses=statuses, bwrap=False)
+    monkeypatch.setattr(sandbox.runner, "plan_layers", lambda: fake)
+    with caplog.at_level(logging.WARNING, logger="reward_designer.sandbox"):
+        out = snippet(tmp_path, "print('ran')")
+        snippet(tmp_path, "print('ran again')")
+    assert out.returncode == 0 and out.stdout_tail == "ran\n"
+    assert "namespaces" in out.missing and "unprivileged-uid" in out.missing
+    assert sum("sandbox layers missing" in r.message for r in caplog.records) == 1
+
+
+def test_a_worker_that_never_confines_itself_reports_seccomp_missing(tmp_path):
+    out = snippet(tmp_path, "print('unconfined')", confine=False)
+    assert out.returncode == 0 and "seccomp" in out.missing
+
+
+# ------------------------------------------------------------------ namespaces and uid
+@needs_bwrap
+def test_only_the_python_installation_and_own_folder_are_visible(tmp_path):
+    checkout = Path(__file__).resolve().parents[1]
+    out = snippet(tmp_path, f"""
+        import os
+        print(sorted(os.listdir("/")))
+        print(os.path.exists({str(checkout / "pyproject.toml")!r}), os.path.exists({str(Path.home())!r} + "/.bashrc"))
+        print(os.getuid(), os.getgid())
+        open("mine.txt", "w").write("ok")
+        for p in ["/usr/x", "/etc/x", {str(checkout / "x")!r}]:
+            try:
+                open(p, "w")
+                print("WROTE", p)
+            except OSError as e:
+                print("refused", e.errno)
+    """)
+    lines = out.stdout_tail.splitlines()
+    assert out.returncode == 0, out.stderr_tail
+    assert "home" not in lines[0] and "farm" not in lines[0]
+    assert lines[1] == "False False"
+    assert lines[2] == "65534 65534"
+    assert "WROTE" not in out.stdout_tail
+    assert (tmp_path / "work" / "mine.txt").read_text() == "ok"
+
+
+@needs_bwrap
+def test_no_network_and_own_pid_namespace(tmp_path):
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    out = snippet(tmp_path, f"""
+        import os, socket
+        print(sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+        try:
+            socket.create_connection(("127.0.0.1", {port}), timeout=2)
+            print("CONNECTED")
+        except OSError as e:
+            print("refused", type(e).__name__)
+    """, confine=False)  # namespaces alone, without seccomp
+    server.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        server.accept()
+    pids, net = out.stdout_tail.splitlines()
+    assert len(json.loads(pids)) <= 3  # bubblewrap's init, the worker (and its own threads' view)
+    assert net.startswith("refused")
+
+
+@needs_bwrap
+def test_nproc_limits_the_unprivileged_uid(tmp_path):
+    if "unprivileged-uid" not in ACTIVE:
+        pytest.skip("NPROC only applies under an unprivileged uid")
+    out = snippet(tmp_path, """
+        import threading, time
+        n = 0
+        try:
+            for _ in range(200):
+                threading.Thread(target=time.sleep, args=(3,), daemon=True).start()
+                n += 1
+        except RuntimeError:
+            pass
+        print(n)
+    """, SMALL.model_copy(update={"nproc": 40}), confine=False)
+    assert int(out.stdout_tail) < 40
+
+
+# ------------------------------------------------------------------ seccomp
+@needs_seccomp
+def test_seccomp_keeps_threads_and_self_signals_and_denies_the_rest(tmp_path):
+    out = snippet(tmp_path, """
+        import os, signal, socket, threading
+        import torch
+        torch.set_num_threads(2)
+        a = torch.rand(300, 300)
+        print("matmul", float((a @ a).sum()) > 0)
+        t = threading.Thread(target=print, args=("thread ok",))
+        t.start(); t.join()
+        signal.signal(signal.SIGUSR1, lambda *a: print("self signal ok"))
+        os.kill(os.getpid(), signal.SIGUSR1)
+        try:
+            socket.socket()
+        except PermissionError:
+            print("socket denied")
+        os.fork()
+        print("FORKED")
+    """, with_torch=True)
+    assert out.stdout_tail.splitlines() == ["matmul True", "thread ok", "self signal ok", "socket denied"]
+    assert out.limit == "seccomp" and out.signal == signal.SIGSYS
+    assert "seccomp" in out.layers
+
+
+@needs_seccomp
+def test_confine_self_requires_when_asked(monkeypatch):
+    # In this (test) process, only the failure path: the filter itself would confine pytest.
+    def broken():
+        raise OSError("libseccomp refused")
+
+    monkeypatch.setattr(layers.seccomp, "apply_filter", broken)
+    with pytest.raises(SandboxUnavailable, match="libseccomp refused"):
+        sandbox.confine_self(require=True)
+    assert sandbox.confine_self(require=False) == []
+
+
+# ------------------------------------------------------------------ integrity
+def test_state_hands_out_copies():
+    physics = {"obs": np.ones((2, 3)), "qpos": np.ones((2, 4)), "qvel": np.zeros((2, 4))}
+    state = state_pair({k: v.copy() for k, v in physics.items()}, physics, None, 0.05)
+    state.obs.mul_(0)
+    state.qpos[:] = 7
+    state.prev.qvel.add_(1)
+    assert (physics["obs"] == 1).all() and (physics["qpos"] == 1).all() and (physics["qvel"] == 0).all()
+
+
+def test_bwrap_argv_hides_task_cards_and_makes_parents_traversable(tmp_path):
+    if namespaces.bwrap_path() is None:
+        pytest.skip("bubblewrap is not installed")
+    argv = namespaces.bwrap_argv(tmp_path, 16)
+    pairs = list(zip(argv, argv[1:]))
+    hidden = [b for a, b in zip(argv, argv[2:]) if a == "--ro-bind" and b.endswith(".yaml")]
+    cards = list((Path(__file__).resolve().parents[1] / "envs").glob("*.yaml"))
+    if cards and str(cards[0].parent) in argv:
+        assert len(hidden) == len(cards)
+    assert ("--bind", str(tmp_path.resolve())) in pairs
+    # Every parent of the run folder that bubblewrap has to create is made 0755 first.
+    dirs = [argv[i + 3] for i, a in enumerate(argv) if a == "--perms" and argv[i + 2] == "--dir"]
+    for parent in tmp_path.resolve().parents[:-1]:
+        if str(parent) != "/tmp":
+            assert str(parent) in dirs
