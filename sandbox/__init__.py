@@ -20,7 +20,7 @@ copies of the state, and fitness is measured by a worker that never loads it.
 
 from .layers import SandboxUnavailable, confine_self, doctor
 from .models import LAYERS, LayerStatus, Limits, Outcome
-from .runner import run_worker, sanitize_workdir
+from .runner import read_output, run_worker, sanitize_workdir
 
 __all__ = [
     "LAYERS",
@@ -30,6 +30,7 @@ __all__ = [
     "SandboxUnavailable",
     "confine_self",
     "doctor",
+    "read_output",
     "run_worker",
     "sanitize_workdir",
 ]

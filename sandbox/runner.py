@@ -125,6 +125,22 @@ def sanitize_workdir(root: Path) -> list[str]:
     return removed
 
 
+def read_output(path: Path, max_bytes: int = 16 * 1024 * 1024) -> bytes:
+    """Read a file a worker wrote, safely: no links, no FIFOs, at most ``max_bytes``.
+
+    For reads *while* a worker runs (progress.jsonl), when ``sanitize_workdir``
+    has not yet had its turn: a worker can swap the file for a link to a
+    secret or for a FIFO at any moment. Raises OSError for anything but a
+    plain file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            raise OSError(f"{path} is not a plain file")
+        return f.read(max_bytes)
+
+
 def _hand_over(root: Path) -> None:
     """Give the run folder to uid 65534 (root only), without following links."""
     os.chown(root, namespaces.NOBODY, namespaces.NOBODY)
@@ -153,7 +169,7 @@ def run_worker(
 ) -> Outcome:
     """Run ``python -m <module> job_file`` confined to ``workdir``; never raises for what the worker does.
 
-    ``poll`` is called about every 50 ms while the worker runs (to read its
+    ``poll`` is called at least every 50 ms while the worker runs (to read its
     progress); if it raises, the worker is killed and the exception goes on.
     ``require``: raise ``SandboxUnavailable`` instead of running when a layer
     is missing. ``read_only``: further files or folders the worker may read
@@ -201,7 +217,7 @@ def run_worker(
     status_reader.start()
 
     timed_out, over_disk, rusage, wait_status = False, "", None, None
-    next_check, peak_cpu, peak_rss = t0, 0.0, 0.0
+    next_check, peak_cpu, peak_rss, loops = t0, 0.0, 0.0, 0
     try:
         while True:
             pid, wait_status, rusage = os.wait4(proc.pid, os.WNOHANG)
@@ -225,7 +241,9 @@ def run_worker(
                 break
             if poll is not None:
                 poll()
-            time.sleep(_POLL_S)
+            # Short naps at first, so a quick worker is not held up by the loop.
+            time.sleep(min(_POLL_S, 0.002 * 2 ** min(loops, 5)))
+            loops += 1
     except BaseException:
         _kill(proc)
         proc.wait()

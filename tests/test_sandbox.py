@@ -19,7 +19,15 @@ import numpy as np
 import pytest
 
 from reward_designer import sandbox
-from reward_designer.sandbox import LAYERS, Limits, SandboxUnavailable, doctor, run_worker, sanitize_workdir
+from reward_designer.sandbox import (
+    LAYERS,
+    Limits,
+    SandboxUnavailable,
+    doctor,
+    read_output,
+    run_worker,
+    sanitize_workdir,
+)
 from reward_designer.sandbox import environment, layers, namespaces
 from reward_designer.sandbox.runner import _Tail
 from reward_designer.state import state_pair
@@ -87,6 +95,16 @@ def test_sanitize_removes_links_fifos_and_hard_links(tmp_path):
     assert sorted(removed) == ["dirlink", "job.json", "progress.jsonl", "result.json"]
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["keep.json", "keep.txt", "sub"]
     assert outside.read_text() == "secret"
+
+
+def test_read_output_refuses_links_and_fifos(tmp_path):
+    (tmp_path / "progress.jsonl").write_text("x" * 100)
+    assert read_output(tmp_path / "progress.jsonl", max_bytes=10) == b"x" * 10
+    (tmp_path / "link").symlink_to(tmp_path / "progress.jsonl")
+    os.mkfifo(tmp_path / "fifo")
+    for name in ("link", "fifo"):
+        with pytest.raises(OSError):
+            read_output(tmp_path / name)
 
 
 def test_exit_code_output_and_layers(tmp_path, monkeypatch):
