@@ -133,7 +133,7 @@ class World:
 
 
 def _execute(run: Run) -> Run:
-    missing = [n for n in run.program.needs if n not in ACTIVE]
+    missing = [n for n in run.program.needs if not ACTIVE & set(n.split("|"))]
     if missing:
         run.skipped = f"needs the {', '.join(missing)} layer(s), not active here"
         return run
