@@ -21,11 +21,9 @@ class JobOutcome(BaseModel):
         return self.result is not None and self.result.ok
 
 
-def describe_death(outcome: Outcome, limits: Limits) -> str:
-    if outcome.timed_out:
-        return f"it did not finish within the {limits.wall_s:.0f} s limit and was killed"
-    if outcome.signal:
-        return f"the worker was killed by signal {outcome.signal} (a resource limit or a forbidden system call)"
+def describe_death(outcome: Outcome) -> str:
+    if outcome.limit or outcome.signal:  # the sandbox knows which limit or signal ended it
+        return f"the worker was stopped: {outcome.detail}"
     tail = outcome.stderr_tail.strip().splitlines()[-3:]
     return f"the worker exited with code {outcome.returncode}" + (": " + " | ".join(tail) if tail else "")
 
@@ -45,7 +43,7 @@ def run_job(
     outcome = run_worker(job_file, workdir, limits, poll=poll, require=require_sandbox)
     result_file = workdir / "result.json"
     if outcome.returncode != 0 or not result_file.is_file():
-        return JobOutcome(sandbox=outcome, problem=describe_death(outcome, limits))
+        return JobOutcome(sandbox=outcome, problem=describe_death(outcome))
     try:
         result = ResultEnvelope.model_validate_json(result_file.read_text()).result
     except (ValidationError, ValueError, OSError) as exc:

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Callable
 
 from .jobs import JobOutcome, run_job
-from .sandbox import Limits
+from .sandbox import Limits, read_output
 from .schemas import FitnessSpec, TrainJob
 
 
+MAX_PROGRESS_BYTES = 8 * 1024 * 1024
+
+
 def read_progress(path: Path) -> list[dict]:
-    """The training log lines; written by a worker that ran untrusted code, so parsed defensively."""
+    """The training log lines; written by a worker that ran untrusted code, so read and parsed defensively."""
     rows = []
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
+    try:
+        text = read_output(path, MAX_PROGRESS_BYTES).decode(errors="replace")
+    except OSError:  # absent, or swapped for a link or a FIFO
+        return rows
+    if text:
+        for line in text.splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
@@ -55,8 +63,12 @@ class Trainer:
         progress = workdir / "progress.jsonl"
         progress.unlink(missing_ok=True)  # a killed earlier attempt restarts from scratch
 
+        last = [0.0]
+
         def poll() -> None:
-            if on_progress is not None:
+            # Once a second is plenty for a progress bar, and keeps re-reading the log cheap.
+            if on_progress is not None and time.monotonic() - last[0] > 1.0:
+                last[0] = time.monotonic()
                 rows = read_progress(progress)
                 if rows:
                     on_progress(int(rows[-1].get("global_step", 0)))
