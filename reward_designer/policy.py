@@ -101,20 +101,15 @@ class Policy(nn.Module):
         self._shift = self.obs_mean.float()
         self._scale = (self.obs_var + 1e-8).rsqrt().float()
 
+    def obs_stats(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(mean, var, count) of the observations seen in training."""
+        return self.obs_mean.cpu().numpy().copy(), self.obs_var.cpu().numpy().copy(), float(self.obs_count)
+
     @torch.no_grad()
-    def update_obs_stats(self, batch: np.ndarray) -> None:
-        """Fold a batch [b, obs_dim] of raw observations into the running mean and
-        variance (Chan et al.). In numpy: a dozen ops on a small batch cost a
-        fraction of their torch equivalents, and this runs every vector step."""
-        x = np.asarray(batch, dtype=np.float64).reshape(-1, self.obs_mean.shape[0])
-        b, mean, var = len(x), x.mean(0), x.var(0)
-        old_mean, old_var = self.obs_mean.cpu().numpy(), self.obs_var.cpu().numpy()
-        count = float(self.obs_count)
-        total = count + b
-        delta = mean - old_mean
-        self.obs_var.copy_(torch.from_numpy((old_var * count + var * b + delta**2 * count * b / total) / total))
-        self.obs_mean.copy_(torch.from_numpy(old_mean + delta * b / total))
-        self.obs_count.fill_(total)
+    def set_obs_stats(self, mean: np.ndarray, var: np.ndarray, count: float) -> None:
+        self.obs_mean.copy_(torch.as_tensor(mean, dtype=torch.float64))
+        self.obs_var.copy_(torch.as_tensor(var, dtype=torch.float64))
+        self.obs_count.fill_(count)
         self._refresh_norm()
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
+from gymnasium.spaces import Box
 
 from reward_designer.policy import Policy
 
@@ -44,6 +45,10 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     target_kl: float | None = None  # stop an update's epochs early past this KL
+    # Adaptive step size (rsl_rl's schedule): per minibatch, lr /= 1.5 when the KL to the
+    # behaviour policy is over 2x this, lr *= 1.5 under half of it; replaces anneal_lr.
+    # Large minibatches take few steps per sample; this lets each step be as big as is safe.
+    desired_kl: float | None = None
     norm_obs: bool = True
     norm_return: bool = True
     obs_clip: float = 10.0
@@ -99,16 +104,18 @@ def compute_gae(
 
 
 class RunningMeanStd:
-    """Running mean/variance of a stream of scalars (return normalisation)."""
+    """Running mean and variance of a stream of batches [b, *shape] (Chan et al.), float64."""
 
-    def __init__(self):
-        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+    def __init__(self, shape: tuple[int, ...] = (), mean=0.0, var=1.0, count: float = 1e-4):
+        self.mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), shape).copy()
+        self.var = np.broadcast_to(np.asarray(var, dtype=np.float64), shape).copy()
+        self.count = float(count)
 
     def update(self, x: np.ndarray) -> None:
-        b, mean, var = x.size, float(x.mean()), float(x.var())
-        delta, total = mean - self.mean, self.count + b
-        self.var = (self.var * self.count + var * b + delta**2 * self.count * b / total) / total
-        self.mean += delta * b / total
+        b = x.shape[0]
+        delta, total = x.mean(0) - self.mean, self.count + b
+        self.var = (self.var * self.count + x.var(0) * b + delta**2 * self.count * b / total) / total
+        self.mean = self.mean + delta * b / total
         self.count = total
 
 
@@ -135,6 +142,10 @@ class Collector:
         self.n = sim.num_envs
         self.obs_dim = int(np.prod(sim.observation_space.shape))
         self.ret_rms = RunningMeanStd()
+        # Observation statistics live here in numpy while collecting (a dozen tiny torch
+        # ops per step cost more than the policy's forward pass); the policy gets a copy
+        # after each rollout, for acting and for its checkpoint.
+        self.obs_rms = RunningMeanStd((self.obs_dim,), *policy.obs_stats())
         self.disc_return = np.zeros(self.n)
         self.ep_return, self.ep_length = np.zeros(self.n), np.zeros(self.n, dtype=np.int64)
         self.next_obs = sim.reset(cfg.seed)
@@ -142,20 +153,23 @@ class Collector:
 
     def observe(self, raw: np.ndarray, update: bool) -> torch.Tensor:
         """Observations as the policy sees them; ``update``: fold them into the statistics first."""
-        if self.cfg.norm_obs and update:
-            self.policy.update_obs_stats(raw)
-        x = torch.as_tensor(raw.reshape(self.n, self.obs_dim), dtype=torch.float32, device=self.device)
-        return self.policy.normalize(x) if self.cfg.norm_obs else x
+        x = np.asarray(raw, dtype=np.float64).reshape(self.n, self.obs_dim)
+        if self.cfg.norm_obs:
+            if update:
+                self.obs_rms.update(x)
+            x = np.clip((x - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + 1e-8),
+                        -self.cfg.obs_clip, self.cfg.obs_clip)
+        return torch.as_tensor(x, dtype=torch.float32, device=self.device)
 
-    def scale(self, reward: torch.Tensor, done: np.ndarray) -> torch.Tensor:
+    def scale(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         """Divide by the std of the discounted return (as gymnasium's NormalizeReward)."""
         cfg = self.cfg
         if not cfg.norm_return:
             return reward
-        self.disc_return = self.disc_return * cfg.gamma + reward.cpu().numpy()
+        self.disc_return = self.disc_return * cfg.gamma + reward
         self.ret_rms.update(self.disc_return)
         self.disc_return[done] = 0.0
-        return (reward / np.sqrt(self.ret_rms.var + 1e-8)).clamp(-cfg.reward_clip, cfg.reward_clip)
+        return np.clip(reward / np.sqrt(self.ret_rms.var + 1e-8), -cfg.reward_clip, cfg.reward_clip)
 
     @torch.no_grad()
     def collect(self, num_steps: int) -> Rollout:
@@ -175,11 +189,11 @@ class Collector:
                 reward = self.reward_fn(self.prev, out.physics, env_action, done)
                 self.prev = sim.physics()
             if reward is None:
-                reward = torch.as_tensor(out.env_reward, dtype=torch.float32, device=dev)
+                reward = out.env_reward
             else:
-                reward = reward.detach().to(device=dev, dtype=torch.float32).reshape(n)
+                reward = reward.detach().cpu().numpy().astype(np.float64).reshape(n)
             train_reward += float(reward.sum())
-            reward = self.scale(reward, done)
+            reward = torch.as_tensor(self.scale(reward, done), dtype=torch.float32, device=dev)
             cut = out.truncated & ~out.terminated
             if cut.any():
                 idx = torch.as_tensor(np.flatnonzero(cut), device=dev)
@@ -198,6 +212,7 @@ class Collector:
                 self.ep_return[done], self.ep_length[done] = 0.0, 0
             self.next_obs = out.obs
         last_value = policy.value(self.observe(self.next_obs, update=False))
+        policy.set_obs_stats(self.obs_rms.mean, self.obs_rms.var, self.obs_rms.count)
         return Rollout(obs, actions, logps, rewards, dones, values, last_value,
                        returns, lengths, train_reward / (num_steps * n))
 
@@ -246,6 +261,12 @@ def update(policy: Policy, optimizer: torch.optim.Optimizer, ro: Rollout, advant
                 clipfrac = ((ratio - 1).abs() > cfg.clip_coef).float().mean()
                 sums += torch.stack([pg_loss, v_loss, ent, approx_kl, clipfrac])
             steps += 1
+            if cfg.desired_kl is not None:
+                kl, group = float(approx_kl), optimizer.param_groups[0]
+                if kl > 2.0 * cfg.desired_kl:
+                    group["lr"] = max(1e-5, group["lr"] / 1.5)
+                elif kl < 0.5 * cfg.desired_kl:
+                    group["lr"] = min(1e-2, group["lr"] * 1.5)
         if cfg.target_kl is not None and float(approx_kl) > cfg.target_kl:
             break
     var_ret = float(b_ret.var())
@@ -255,6 +276,8 @@ def update(policy: Policy, optimizer: torch.optim.Optimizer, ro: Rollout, advant
 
 def make_policy(sim, cfg: PPOConfig) -> Policy:
     """A fresh policy for ``sim``'s spaces; its initial weights depend only on cfg.seed."""
+    if not isinstance(sim.action_space, Box):
+        raise ValueError(f"this PPO takes continuous (Box) actions; the env has {sim.action_space}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         policy = Policy(
@@ -288,7 +311,7 @@ def train(sim, cfg: PPOConfig, reward_fn: RewardFn | None = None,
     episodes = 0
     start = time.perf_counter()
     for iteration in range(1, iterations + 1):
-        if cfg.anneal_lr:
+        if cfg.anneal_lr and cfg.desired_kl is None:
             optimizer.param_groups[0]["lr"] = cfg.lr * (1.0 - (iteration - 1) / iterations)
         ro = collector.collect(cfg.num_steps)
         with torch.no_grad():
