@@ -77,3 +77,16 @@ def test_llm_review_verdicts():
     assert parse_verdict('{"verdict": "fail", "issues": ["rewards -x"]}') == {"verdict": "fail", "issues": ["rewards -x"]}
     assert parse_verdict("Looks fine.\n```json\n{\"verdict\": \"pass\", \"issues\": []}\n```")["verdict"] == "pass"
     assert parse_verdict("no json at all")["verdict"] == "pass"  # advisory: unreadable is not a rejection
+
+
+def test_llm_review_can_reject_a_program_that_probes_fine(tmp_path):
+    from reward_designer.llm import ReplayClient
+    from reward_designer.tasks import load_task
+
+    llm = ReplayClient({"critic": ['{"verdict": "fail", "issues": ["it rewards running towards -x"]}',
+                                   '{"verdict": "pass", "issues": []}']})
+    critic = Critic(ENV, llm=llm, task=load_task("halfcheetah-run"), envcard="class State: ...")
+    rejected = critic.check(GOOD, tmp_path / "a")
+    assert not rejected.ok and rejected.stage == "review"
+    assert rejected.findings == ["it rewards running towards -x"]
+    assert critic.check(GOOD, tmp_path / "b").ok
