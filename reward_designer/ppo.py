@@ -133,76 +133,78 @@ class Rollout(NamedTuple):
 
 
 class Collector:
-    """Steps the simulator with the current policy; carries state across rollouts."""
+    """Steps the simulator with the current policy; carries state across rollouts.
 
-    def __init__(self, sim, policy: Policy, cfg: PPOConfig, reward_fn: RewardFn | None,
-                 generator: torch.Generator):
-        self.sim, self.policy, self.cfg, self.reward_fn, self.gen = sim, policy, cfg, reward_fn, generator
+    Everything per step is numpy: the policy is evaluated through its numpy twin
+    and the statistics are numpy, because on batches of 16-64 envs torch's
+    per-op overhead costs more than the math. The rollout goes to torch (and to
+    cfg.device) once, at its end.
+    """
+
+    def __init__(self, sim, policy: Policy, cfg: PPOConfig, reward_fn: RewardFn | None):
+        self.sim, self.policy, self.cfg, self.reward_fn = sim, policy, cfg, reward_fn
         self.device = policy.obs_mean.device
         self.n = sim.num_envs
         self.obs_dim = int(np.prod(sim.observation_space.shape))
+        self.rng = np.random.default_rng(cfg.seed)  # exploration noise
         self.ret_rms = RunningMeanStd()
-        # Observation statistics live here in numpy while collecting (a dozen tiny torch
-        # ops per step cost more than the policy's forward pass); the policy gets a copy
-        # after each rollout, for acting and for its checkpoint.
         self.obs_rms = RunningMeanStd((self.obs_dim,), *policy.obs_stats())
         self.disc_return = np.zeros(self.n)
         self.ep_return, self.ep_length = np.zeros(self.n), np.zeros(self.n, dtype=np.int64)
         self.next_obs = sim.reset(cfg.seed)
         self.prev = sim.physics() if reward_fn else None
 
-    def observe(self, raw: np.ndarray, update: bool) -> torch.Tensor:
-        """Observations as the policy sees them; ``update``: fold them into the statistics first."""
+    def observe(self, raw: np.ndarray, update: bool) -> np.ndarray:
+        """Observations as the policy sees them (float32); ``update``: fold them into the statistics first."""
         x = np.asarray(raw, dtype=np.float64).reshape(self.n, self.obs_dim)
         if self.cfg.norm_obs:
             if update:
                 self.obs_rms.update(x)
             x = np.clip((x - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + 1e-8),
                         -self.cfg.obs_clip, self.cfg.obs_clip)
-        return torch.as_tensor(x, dtype=torch.float32, device=self.device)
+        return x.astype(np.float32)
 
     def scale(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
-        """Divide by the std of the discounted return (as gymnasium's NormalizeReward)."""
+        """Divide by the std of the discounted return (as gymnasium's NormalizeReward); a new array."""
         cfg = self.cfg
         if not cfg.norm_return:
-            return reward
+            return reward.astype(np.float64)  # a copy: the caller adds bootstraps into it
         self.disc_return = self.disc_return * cfg.gamma + reward
         self.ret_rms.update(self.disc_return)
         self.disc_return[done] = 0.0
         return np.clip(reward / np.sqrt(self.ret_rms.var + 1e-8), -cfg.reward_clip, cfg.reward_clip)
 
-    @torch.no_grad()
     def collect(self, num_steps: int) -> Rollout:
-        cfg, policy, sim, n, dev = self.cfg, self.policy, self.sim, self.n, self.device
-        obs = torch.zeros((num_steps, n, self.obs_dim), device=dev)
-        actions = torch.zeros((num_steps, n) + tuple(sim.action_space.shape), device=dev)
-        logps, rewards, dones, values = (torch.zeros((num_steps, n), device=dev) for _ in range(4))
+        cfg, sim, n = self.cfg, self.sim, self.n
+        net = self.policy.numpy()
+        obs = np.zeros((num_steps, n, self.obs_dim), dtype=np.float32)
+        actions = np.zeros((num_steps, n) + tuple(sim.action_space.shape), dtype=np.float32)
+        logps, rewards, dones, values = (np.zeros((num_steps, n), dtype=np.float32) for _ in range(4))
         returns, lengths, train_reward = [], [], 0.0
         for t in range(num_steps):
             nobs = self.observe(self.next_obs, update=True)
-            action, logp = policy.sample(nobs, self.gen)
-            env_action = policy.clip(action)
-            out = sim.step(env_action.cpu().numpy())
+            action, logp = net.sample(nobs, self.rng)
+            env_action = net.clip(action)
+            out = sim.step(env_action)
             done = out.terminated | out.truncated
             reward = None
             if self.reward_fn is not None:
-                reward = self.reward_fn(self.prev, out.physics, env_action, done)
+                act = torch.as_tensor(env_action, device=self.device)
+                reward = self.reward_fn(self.prev, out.physics, act, done)
                 self.prev = sim.physics()
             if reward is None:
                 reward = out.env_reward
             else:
                 reward = reward.detach().cpu().numpy().astype(np.float64).reshape(n)
             train_reward += float(reward.sum())
-            reward = torch.as_tensor(self.scale(reward, done), dtype=torch.float32, device=dev)
+            reward = self.scale(reward, done)
             cut = out.truncated & ~out.terminated
             if cut.any():
-                idx = torch.as_tensor(np.flatnonzero(cut), device=dev)
-                final = self.observe(out.physics["obs"], update=False)[idx]
-                reward[idx] += cfg.gamma * policy.value(final)
+                final = self.observe(out.physics["obs"], update=False)[cut]
+                reward[cut] += cfg.gamma * net.value(final)
 
-            obs[t], actions[t], logps[t], values[t] = nobs, action, logp, policy.value(nobs)
-            rewards[t] = reward
-            dones[t] = torch.as_tensor(done, dtype=torch.float32, device=dev)
+            obs[t], actions[t], logps[t], values[t] = nobs, action, logp, net.value(nobs)
+            rewards[t], dones[t] = reward, done
 
             self.ep_return += out.env_reward
             self.ep_length += 1
@@ -211,9 +213,10 @@ class Collector:
                 lengths += self.ep_length[done].tolist()
                 self.ep_return[done], self.ep_length[done] = 0.0, 0
             self.next_obs = out.obs
-        last_value = policy.value(self.observe(self.next_obs, update=False))
-        policy.set_obs_stats(self.obs_rms.mean, self.obs_rms.var, self.obs_rms.count)
-        return Rollout(obs, actions, logps, rewards, dones, values, last_value,
+        last_value = net.value(self.observe(self.next_obs, update=False))
+        self.policy.set_obs_stats(self.obs_rms.mean, self.obs_rms.var, self.obs_rms.count)
+        to = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
+        return Rollout(to(obs), to(actions), to(logps), to(rewards), to(dones), to(values), to(last_value),
                        returns, lengths, train_reward / (num_steps * n))
 
 
@@ -304,7 +307,7 @@ def train(sim, cfg: PPOConfig, reward_fn: RewardFn | None = None,
     gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     # fused: ~10% off an update of a small net on CPU, and supported on CUDA.
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=1e-5, fused=True)
-    collector = Collector(sim, policy, cfg, reward_fn, gen)
+    collector = Collector(sim, policy, cfg, reward_fn)
     batch = cfg.num_steps * sim.num_envs
     iterations = max(1, cfg.total_steps // batch)
     recent_returns, recent_lengths = deque(maxlen=100), deque(maxlen=100)  # env-reward episodes

@@ -61,7 +61,7 @@ def scripted_collect(reward_fn=None):
     sim = ScriptedSim()
     cfg = PPOConfig(gamma=0.9, norm_obs=False, norm_return=False)
     policy = make_policy(sim, cfg)
-    collector = Collector(sim, policy, cfg, reward_fn, torch.Generator().manual_seed(0))
+    collector = Collector(sim, policy, cfg, reward_fn)
     return sim, policy, collector.collect(3)
 
 
