@@ -69,7 +69,8 @@ class RunConfig(BaseModel):
 class CandidateRecord(BaseModel):
     iteration: int
     index: int
-    status: Literal["rejected", "failed", "trained"]
+    # contained: the sandbox stopped it (a resource limit, a forbidden system call)
+    status: Literal["rejected", "failed", "contained", "trained"]
     stage: str = ""  # where the critic stopped it
     findings: list[str] = []
     fixes: int = 0
@@ -281,7 +282,9 @@ class Run:
         if result is None:
             out = self._trainer.train(code, train_dir, self.record.fitness, on_progress=on_progress)
             if not out.ok:
-                rec.status, rec.error = "failed", out.problem or out.result.error
+                contained = out.result is None and (out.sandbox.limit or out.sandbox.signal)
+                rec.status = "contained" if contained else "failed"
+                rec.error = out.problem or out.result.error
                 return rec
             result = out.result
         rec.steps_per_second, rec.train_seconds = result.steps_per_second, result.seconds

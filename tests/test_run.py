@@ -50,6 +50,29 @@ def compute_reward(state, action):
 ```"""
 
 
+# Passes the lint (an alias) and the probe, then forks during training: seccomp kills the worker.
+FORKS_LATER = """```python
+import torch
+
+t = torch
+calls = [0]
+
+def compute_reward(state, action):
+    calls[0] += 1
+    if calls[0] > 300:
+        child = t.multiprocessing.get_context("fork").Process(target=print)
+        child.start()
+    r = state.obs[:, 0]
+    return r, {"upright": r}
+```"""
+
+
+def seccomp_active() -> bool:
+    from reward_designer.sandbox import doctor
+
+    return any(s.name == "seccomp" and s.active for s in doctor())
+
+
 def replies(tmp_path, design_replies, analyze=("- keep going",) * 8):
     path = tmp_path / "replies.yaml"
     path.write_text(yaml.safe_dump({"design": list(design_replies), "analyze": list(analyze)}))
@@ -61,15 +84,20 @@ CONFIG = dict(iterations=1, train_steps=2048, episodes=2, device="cpu", ppo={"nu
 
 def test_a_crashing_or_hostile_candidate_fails_alone(tmp_path):
     task = load_task("pendulum-upright")
-    record = design(task, tmp_path / "run", replay=replies(tmp_path, [CRASHES_LATER, MEMORY_BOMB_LATER, GOOD]),
-                    samples=3, **CONFIG)
+    replayed = replies(tmp_path, [CRASHES_LATER, MEMORY_BOMB_LATER, FORKS_LATER, GOOD])
+    record = design(task, tmp_path / "run", replay=replayed, samples=4, **CONFIG)
     by_index = {c.index: c for c in record.candidates}
     assert by_index[0].status == "failed" and "boom" in by_index[0].error
-    assert by_index[1].status == "failed" and by_index[1].error
-    assert by_index[2].status == "trained" and by_index[2].fitness is not None
-    assert record.status == "done" and record.best.index == 2
+    # The address-space limit turns the bomb into an allocation error inside the worker.
+    assert by_index[1].status == "failed" and "allocate" in by_index[1].error
+    if seccomp_active():
+        assert by_index[2].status == "contained" and "seccomp" in by_index[2].error
+    else:
+        assert by_index[2].status in ("failed", "contained")
+    assert by_index[3].status == "trained" and by_index[3].fitness is not None
+    assert record.status == "done" and record.best.index == 3
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert [c["status"] for c in sorted(saved["candidates"], key=lambda c: c["index"])] == ["failed", "failed", "trained"]
+    assert sorted(saved["candidates"], key=lambda c: c["index"])[3]["status"] == "trained"
 
 
 def test_no_survivor_fails_the_run(tmp_path):
