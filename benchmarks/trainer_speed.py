@@ -20,6 +20,7 @@ run it: process start to the saved policy file.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def compute_reward(state, action):
     return forward - ctrl, {"forward": forward, "ctrl": -ctrl}
 
 
-def child(row: str, env_id: str, steps: int) -> float:
+def child(row: str, env_id: str, steps: int, overrides: dict) -> float:
     """Run one measurement in this process; return env steps per second."""
     import numpy as np
     import torch
@@ -60,7 +61,7 @@ def child(row: str, env_id: str, steps: int) -> float:
     from reward_designer.vecsim import make_vecsim
 
     if row in ("vecsim", "ours", "ours+reward"):
-        cfg = PPOConfig.from_dict({**preset_for(env_id), "total_steps": steps})
+        cfg = PPOConfig.from_dict({**preset_for(env_id), **overrides, "total_steps": steps})
         sim = make_vecsim(env_id, cfg.num_envs, seed=0)
         if row == "vecsim":
             sim.reset()
@@ -95,13 +96,13 @@ def child(row: str, env_id: str, steps: int) -> float:
     return model.num_timesteps / (time.perf_counter() - t0)
 
 
-def candidate(steps: int, path: str) -> None:
+def candidate(steps: int, path: str, overrides: dict) -> None:
     """A worker's whole job: imports, simulator, training, saved weights."""
     from reward_designer.ppo import PPOConfig, train
     from reward_designer.presets import preset_for
     from reward_designer.vecsim import make_vecsim
 
-    cfg = PPOConfig.from_dict({**preset_for("HalfCheetah-v5"), "total_steps": steps})
+    cfg = PPOConfig.from_dict({**preset_for("HalfCheetah-v5"), **overrides, "total_steps": steps})
     sim = make_vecsim("HalfCheetah-v5", cfg.num_envs, seed=0)
     train(sim, cfg).save(path)
 
@@ -119,22 +120,25 @@ def main() -> None:
     p.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Ant-v5"])
     p.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)
     p.add_argument("--candidate", action="store_true", help="also time a 1M-step HalfCheetah candidate end to end")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="PPOConfig overrides for ours on top of the preset, e.g. update_epochs=5")
     p.add_argument("--child", nargs=3, metavar=("ROW", "ENV", "STEPS"), help=argparse.SUPPRESS)
     p.add_argument("--candidate-child", nargs=2, metavar=("STEPS", "PATH"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    overrides = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     if args.child:
         row, env_id, steps = args.child
-        print(json.dumps(child(row, env_id, int(steps))))
+        print(json.dumps(child(row, env_id, int(steps), overrides)))
         return
     if args.candidate_child:
-        candidate(int(args.candidate_child[0]), args.candidate_child[1])
+        candidate(int(args.candidate_child[0]), args.candidate_child[1], overrides)
         return
 
     print(f"{args.steps} env steps per measurement; each row a separate process, run one after another")
     for env_id in args.envs:
         rates = {}
         for row in args.rows:
-            rates[row] = json.loads(run_child("--child", row, env_id, str(args.steps)))
+            rates[row] = json.loads(run_child("--child", row, env_id, str(args.steps), "--set", *args.set))
             print(f"{env_id:16s} {row:14s} {rates[row]:9.0f} env-steps/s", flush=True)
         for ours in ("ours", "ours+reward"):
             for other in ("sb3-defaults", "sb3-tuned", "raw mj_step"):
@@ -147,8 +151,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "policy.npz"
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-W", "ignore", __file__, "--candidate-child", "1000000", str(path)],
-                           check=True, capture_output=True)
+            subprocess.run([sys.executable, "-W", "ignore", __file__, "--candidate-child", "1000000", str(path),
+                            "--set", *args.set], check=True, capture_output=True)
             seconds = time.perf_counter() - t0
             assert path.exists()
         print(f"1M-step HalfCheetah-v5 candidate, process start to saved policy: {seconds:.1f} s")

@@ -30,9 +30,9 @@ RewardFn = Callable[[dict, dict, torch.Tensor, np.ndarray], torch.Tensor]
 @dataclass
 class PPOConfig:
     total_steps: int = 1_000_000
-    num_envs: int = 64  # for whoever builds the simulator; train() uses sim.num_envs
-    num_steps: int = 32  # vector steps per rollout; batch = num_envs * num_steps
-    lr: float = 3e-4
+    num_envs: int = 32  # for whoever builds the simulator; train() uses sim.num_envs
+    num_steps: int = 64  # vector steps per rollout; batch = num_envs * num_steps
+    lr: float = 3e-4  # the initial one when desired_kl is set
     anneal_lr: bool = True
     gamma: float = 0.99
     gae_lambda: float = 0.95
@@ -48,7 +48,7 @@ class PPOConfig:
     # Adaptive step size (rsl_rl's schedule): per minibatch, lr /= 1.5 when the KL to the
     # behaviour policy is over 2x this, lr *= 1.5 under half of it; replaces anneal_lr.
     # Large minibatches take few steps per sample; this lets each step be as big as is safe.
-    desired_kl: float | None = None
+    desired_kl: float | None = 0.01
     norm_obs: bool = True
     norm_return: bool = True
     obs_clip: float = 10.0
