@@ -60,6 +60,9 @@ def _mlp(sizes: list[int], activation: str, out_gain: float) -> nn.Sequential:
 
 
 class Policy(nn.Module):
+    """Diagonal Gaussian actor (state-independent log-std) and a separate value MLP,
+    both on observations normalized by running statistics kept in the module."""
+
     def __init__(
         self,
         obs_dim: int,
@@ -129,14 +132,6 @@ class Policy(nn.Module):
         entropy = (self.log_std + _HALF_LOG_2PI + 0.5).sum().expand(nobs.shape[0])
         return logp, entropy
 
-    def sample(self, nobs: torch.Tensor, generator: torch.Generator | None = None):
-        """Sampled actions (unclipped) [b, act_dim] and their log-probabilities [b]."""
-        mean = self.actor(nobs)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        actions = mean + noise * self.log_std.exp()
-        logp = (-0.5 * noise.square() - self.log_std - _HALF_LOG_2PI).sum(-1)
-        return actions, logp
-
     def clip(self, actions: torch.Tensor) -> torch.Tensor:
         return torch.max(torch.min(actions, self.act_high), self.act_low)
 
@@ -145,8 +140,8 @@ class Policy(nn.Module):
         """Actions for raw observations ([obs_dim] or [b, obs_dim]), clipped to the action bounds."""
         device = self.obs_mean.device
         x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)
-        nobs = self.normalize(x)
-        a = self.actor(nobs) if deterministic else self.sample(nobs)[0]
+        mean = self.actor(self.normalize(x))
+        a = mean if deterministic else mean + torch.randn_like(mean) * self.log_std.exp()
         return self.clip(a).cpu().numpy()
 
     # ----------------------------------------------------------- persistence

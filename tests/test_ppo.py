@@ -163,6 +163,18 @@ def test_policy_saves_weights_without_pickle(tmp_path):
     assert np.all(np.abs(loaded.act(obs * 100)) <= 1.0)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
+def test_numpy_twin_matches_torch(activation):
+    policy = make_policy(ScriptedSim(), PPOConfig(hidden=(16, 8), activation=activation, log_std_init=-0.5))
+    net = policy.numpy()
+    nobs = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(net.value(nobs), policy.value(torch.from_numpy(nobs)).numpy(), rtol=1e-5, atol=1e-6)
+        actions, logp = net.sample(nobs, np.random.default_rng(1))
+        torch_logp, _ = policy.log_prob(torch.from_numpy(nobs), torch.from_numpy(actions))
+    np.testing.assert_allclose(logp, torch_logp.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_presets():
     assert preset_for("HalfCheetah-v5") == preset_for("HalfCheetah-v4")
     assert preset_for("NoSuchEnv-v0") == {}
