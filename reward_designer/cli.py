@@ -307,9 +307,5 @@ def doctor(
         raise typer.Exit(2)
 
 
-def main() -> None:  # pragma: no cover - the console script calls app()
-    app()
-
-
 if __name__ == "__main__":
     sys.exit(app())

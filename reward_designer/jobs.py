@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from .sandbox import Limits, Outcome, run_worker
 from .schemas import Job, JobEnvelope, Result, ResultEnvelope
@@ -28,6 +28,11 @@ def describe_death(outcome: Outcome) -> str:
     return f"the worker exited with code {outcome.returncode}" + (": " + " | ".join(tail) if tail else "")
 
 
+def read_result(workdir: Path) -> Result:
+    """The validated result a worker left in ``workdir``; raises ValueError or OSError if there is none."""
+    return ResultEnvelope.model_validate_json((workdir / "result.json").read_text()).result
+
+
 def run_job(
     job: Job,
     workdir: Path,
@@ -45,8 +50,8 @@ def run_job(
     if outcome.returncode != 0 or not result_file.is_file():
         return JobOutcome(sandbox=outcome, problem=describe_death(outcome))
     try:
-        result = ResultEnvelope.model_validate_json(result_file.read_text()).result
-    except (ValidationError, ValueError, OSError) as exc:
+        result = read_result(workdir)
+    except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError
         return JobOutcome(sandbox=outcome, problem=f"the worker's result is malformed: {str(exc).splitlines()[0]}")
     if result.kind != job.kind:
         return JobOutcome(sandbox=outcome, problem=f"the worker returned a {result.kind} result for a {job.kind} job")

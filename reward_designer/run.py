@@ -33,9 +33,10 @@ from .analyzer import Analysis, Analyzer
 from .critic import Critic, CriticReport
 from .designer import Designer
 from .envcard import EnvCard
+from .jobs import read_result
 from .llm import make_client
 from .program import FITNESS_ENTRY, extract_code, fitness_from_code
-from .schemas import FitnessSpec, ResultEnvelope, TaskSpec, TrainResult
+from .schemas import FitnessSpec, TaskSpec, TrainResult
 from .templates import render
 from .trainer import Trainer
 
@@ -300,12 +301,11 @@ class Run:
 
     @staticmethod
     def _finished_training(train_dir: Path) -> TrainResult | None:
-        path = train_dir / "result.json"
-        if not (path.is_file() and (train_dir / "policy.npz").is_file()):
+        if not (train_dir / "policy.npz").is_file():
             return None
         try:
-            result = ResultEnvelope.model_validate_json(path.read_text()).result
-        except ValidationError:
+            result = read_result(train_dir)
+        except (ValueError, OSError):
             return None
         return result if isinstance(result, TrainResult) and result.ok else None
 

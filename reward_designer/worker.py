@@ -95,6 +95,11 @@ class EpisodeMeter:
         return finished
 
 
+def fitness_values(fitness_fn, state, actions, n: int) -> np.ndarray:
+    """One step's fitness, one float per env."""
+    return torch.as_tensor(fitness_fn(state, actions)).float().reshape(n).cpu().numpy()
+
+
 def _write_result(workdir: Path, result) -> None:
     tmp = workdir / "result.json.tmp"
     tmp.write_text(ResultEnvelope(result=result).model_dump_json())
@@ -201,7 +206,7 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
     def reward_fn(prev, now, actions, done):
         state = state_pair(prev, now, layout, dt, cfg.device)
         if fitness_fn is not None:
-            fit = torch.as_tensor(fitness_fn(state, actions)).float().reshape(n).cpu().numpy()
+            fit = fitness_values(fitness_fn, state, actions, n)
             finished.setdefault("fitness", []).extend(fitness_meter.step(fit, done))
         if reward_program is None:
             return None
@@ -268,7 +273,7 @@ def run_analyze(job: AnalyzeJob, workdir: Path) -> AnalyzeResult:
         out = sim.step(actions)
         state = state_pair(prev, out.physics, layout, dt)
         try:
-            fit = torch.as_tensor(fitness_fn(state, torch.as_tensor(actions))).float().reshape(n).numpy()
+            fit = fitness_values(fitness_fn, state, torch.as_tensor(actions), n)
         except Exception as exc:  # noqa: BLE001
             return AnalyzeResult(ok=False, error="fitness: " + _error_text(exc))
         done = out.terminated | out.truncated
