@@ -6,6 +6,7 @@ the same way: deterministic actions on fresh gymnasium envs, mean return over
 
     python benchmarks/learning.py                       # 1M steps, 3 seeds, HalfCheetah + Hopper
     python benchmarks/learning.py --steps 200000 --seeds 1 --envs HalfCheetah-v5
+    python benchmarks/learning.py --only sb3 --first-seed 1 --seeds 2  # add seeds 1 and 2
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=1_000_000)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds run are first-seed .. first-seed+seeds-1")
     p.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Hopper-v5"])
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--only", choices=["ours", "sb3"], help="run one side only")
@@ -75,7 +77,7 @@ def main() -> None:
 
     results: dict[tuple[str, str], list[float]] = {}
     for env_id in args.envs:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for who in ("ours", "sb3"):
                 if args.only and who != args.only:
                     continue

@@ -221,7 +221,7 @@ libc.execve(b'/usr/bin/touch', argv, None)
 hoard = []
 while True:
     hoard.append(np.ones(2**24))
-"""), lint=False, expect="error", match="MemoryError|Unable to allocate", limits={"memory_mb": 1536}),
+"""), lint=False, expect="error", match="MemoryError|Unable to allocate", limits={"memory_mb": 1536, "cpu_s": 20}),
     Hostile("infinite_loop", _entry("""
 while True:
     pass
