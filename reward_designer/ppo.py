@@ -5,10 +5,10 @@ simulator with the reward from a batched reward program (or the env's own);
 ``compute_gae`` turns them into advantages; ``update`` runs ``update_epochs``
 passes of clipped-objective minibatch steps over the batch.
 
-Truncation vs termination: an episode cut by the time limit did not end in the
-MDP, so its last reward gets ``gamma * V(final obs)`` added, where the final
-observation is ``StepOut.physics["obs"]`` (the state before the autoreset); a
-terminated one bootstraps nothing. Both stop the GAE recursion.
+Two processes (``make_learner``, ``forked_learner.py``): on a machine with a
+second core, a forked twin computes the gradient of half of every minibatch
+and the two average gradients before each step, so both apply the same step.
+The math is this file's; only where the halves are computed changes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from gymnasium.spaces import Box
 
+from reward_designer.forked_learner import ForkedLearner
 from reward_designer.policy import Policy
+from reward_designer.vecsim import cpu_cores
 
 RewardFn = Callable[[dict, dict, torch.Tensor, np.ndarray], torch.Tensor]
 
@@ -60,6 +62,7 @@ class PPOConfig:
     seed: int = 0
     device: str = "cpu"
     torch_threads: int = 1  # per process: the simulator's threads want the other core
+    fork_learner: bool = True  # split each minibatch with a forked twin when there is a second core
 
     @classmethod
     def from_dict(cls, d: dict) -> "PPOConfig":
@@ -130,6 +133,23 @@ class Rollout(NamedTuple):
     episode_returns: list[float]  # env-reward returns of episodes that finished
     episode_lengths: list[int]
     train_reward: float  # mean training reward per step, before scaling
+
+
+class Batch(NamedTuple):
+    """What an update reads: a rollout flattened to [T * n, ...], with its advantages."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logp: torch.Tensor  # behaviour log-probabilities
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+    @classmethod
+    def of(cls, ro: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> "Batch":
+        b = advantages.numel()
+        return cls(ro.obs.reshape(b, -1), ro.actions.reshape(b, -1), ro.logp.reshape(b), ro.values.reshape(b),
+                   advantages.reshape(b), returns.reshape(b))
 
 
 class Collector:
@@ -214,21 +234,25 @@ class Collector:
                 self.ep_return[done], self.ep_length[done] = 0.0, 0
             self.next_obs = out.obs
         last_value = net.value(self.observe(self.next_obs, update=False))
-        self.policy.set_obs_stats(self.obs_rms.mean, self.obs_rms.var, self.obs_rms.count)
         to = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
         return Rollout(to(obs), to(actions), to(logps), to(rewards), to(dones), to(values), to(last_value),
                        returns, lengths, train_reward / (num_steps * n))
 
 
-def update(policy: Policy, optimizer: torch.optim.Optimizer, ro: Rollout, advantages: torch.Tensor,
-           returns: torch.Tensor, cfg: PPOConfig, generator: torch.Generator) -> dict[str, float]:
-    """``update_epochs`` passes of clipped-objective minibatch steps; mean losses out."""
-    batch = advantages.numel()
+def update(policy: Policy, optimizer: torch.optim.Optimizer, data: Batch, cfg: PPOConfig,
+           generator: torch.Generator, peer=None) -> dict[str, float]:
+    """``update_epochs`` passes of clipped-objective minibatch steps; mean losses out.
+
+    ``peer`` (``forked_learner.Peer``): another process runs this same update (same
+    generator, same weights); each computes half of every minibatch, and
+    ``peer.average`` makes both gradients, and the statistics the step size
+    follows, those of the whole minibatch.
+    """
+    b_obs, b_act, b_logp, b_val, b_adv, b_ret = data
+    batch = b_adv.numel()
     minibatch = max(1, batch // cfg.num_minibatches)
-    b_obs = ro.obs.reshape(batch, -1)
-    b_act = ro.actions.reshape(batch, -1)
-    b_logp, b_val = ro.logp.reshape(batch), ro.values.reshape(batch)
-    b_adv, b_ret = advantages.reshape(batch), returns.reshape(batch)
+    rank, world = (peer.rank, 2) if peer is not None else (0, 1)
+    params = [p for p in policy.parameters() if p.requires_grad]
     names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
     sums = torch.zeros(len(names), device=b_adv.device)  # summed as tensors: no device sync per step
     steps = 0
@@ -236,13 +260,14 @@ def update(policy: Policy, optimizer: torch.optim.Optimizer, ro: Rollout, advant
         perm = torch.randperm(batch, generator=generator, device=b_adv.device)
         for lo in range(0, batch - minibatch + 1, minibatch):
             idx = perm[lo : lo + minibatch]
+            adv = b_adv[idx]
+            if cfg.norm_adv:  # over the whole minibatch, whoever computes which half
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            idx, adv = idx[rank::world], adv[rank::world]
             mb_obs = b_obs[idx]
             logp, entropy = policy.log_prob(mb_obs, b_act[idx])
             log_ratio = logp - b_logp[idx]
             ratio = log_ratio.exp()
-            adv = b_adv[idx]
-            if cfg.norm_adv:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
             pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
             value = policy.value(mb_obs)
             v_err = (value - b_ret[idx]).square()
@@ -253,16 +278,20 @@ def update(policy: Policy, optimizer: torch.optim.Optimizer, ro: Rollout, advant
             ent = entropy.mean()
             loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
 
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-
             with torch.no_grad():
                 # k3 estimator of KL(old || new) (Schulman, "Approximating KL divergence").
                 approx_kl = ((ratio - 1) - log_ratio).mean()
                 clipfrac = ((ratio - 1).abs() > cfg.clip_coef).float().mean()
-                sums += torch.stack([pg_loss, v_loss, ent, approx_kl, clipfrac])
+                stats = torch.stack([pg_loss, v_loss, ent, approx_kl, clipfrac])
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if peer is not None:
+                stats = peer.average([p.grad for p in params], stats)
+                approx_kl = stats[3]
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            sums += stats
             steps += 1
             if cfg.desired_kl is not None:
                 kl, group = float(approx_kl), optimizer.param_groups[0]
@@ -292,8 +321,47 @@ def make_policy(sim, cfg: PPOConfig) -> Policy:
     return policy.to(cfg.device)
 
 
+class Learner:
+    """Owns the policy's optimizer; ``step`` runs ``update`` on a batch in this process."""
+
+    def __init__(self, policy: Policy, cfg: PPOConfig):
+        self.policy, self.cfg = policy, cfg
+        # fused: ~10% off an update of a small net on CPU, and supported on CUDA.
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=1e-5, fused=True)
+        self.generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
+
+    def step(self, data: Batch, lr: float | None, peer=None) -> dict[str, float]:
+        """One update; ``lr`` sets the step size first (None: keep the optimizer's)."""
+        group = self.optimizer.param_groups[0]
+        if lr is not None:
+            group["lr"] = lr
+        return {**update(self.policy, self.optimizer, data, self.cfg, self.generator, peer), "lr": group["lr"]}
+
+    def close(self) -> None:
+        pass
+
+
+def make_learner(sim, cfg: PPOConfig, on_fork: Callable[[], None] | None = None) -> Learner | ForkedLearner:
+    """A learner for a fresh policy: with a forked twin when ``cfg.fork_learner`` and a second core allow.
+
+    ``on_fork`` runs first thing in the twin (the worker confines it). Where
+    fork is refused (a process already confined) the learner is inline.
+    """
+    learner = Learner(make_policy(sim, cfg), cfg)
+    if not (cfg.fork_learner and cfg.device == "cpu" and cpu_cores() >= 2):
+        return learner
+    b = cfg.num_steps * sim.num_envs
+    obs_dim, act_dim = int(np.prod(sim.observation_space.shape)), int(np.prod(sim.action_space.shape))
+    shapes = Batch(obs=(b, obs_dim), actions=(b, act_dim), logp=(b,), values=(b,), advantages=(b,), returns=(b,))
+    try:
+        return ForkedLearner(learner, shapes, on_fork)
+    except OSError:
+        return learner
+
+
 def train(sim, cfg: PPOConfig, reward_fn: RewardFn | None = None,
-          on_iteration: Callable[[dict], None] | None = None) -> Policy:
+          on_iteration: Callable[[dict], None] | None = None,
+          learner: Learner | ForkedLearner | None = None) -> Policy:
     """Train a policy on ``sim``; reward from ``reward_fn`` (None: the env's own reward).
 
     ``reward_fn(prev, now, actions, done) -> tensor [n]`` is called once per
@@ -301,12 +369,19 @@ def train(sim, cfg: PPOConfig, reward_fn: RewardFn | None = None,
     one right after (``StepOut.physics``), ``actions`` the clipped actions
     applied, ``done`` terminated | truncated. Returning None uses the env's
     reward for that step (a reward_fn that only watches, e.g. a fitness meter).
+    ``learner``: from ``make_learner(sim, cfg)`` (the default); train closes it.
     """
     torch.set_num_threads(cfg.torch_threads)
-    policy = make_policy(sim, cfg)
-    gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
-    # fused: ~10% off an update of a small net on CPU, and supported on CUDA.
-    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=1e-5, fused=True)
+    learner = learner or make_learner(sim, cfg)
+    try:
+        return _train(sim, cfg, reward_fn, on_iteration, learner)
+    finally:
+        learner.close()
+
+
+def _train(sim, cfg: PPOConfig, reward_fn: RewardFn | None, on_iteration: Callable[[dict], None] | None,
+           learner: Learner | ForkedLearner) -> Policy:
+    policy = learner.policy
     collector = Collector(sim, policy, cfg, reward_fn)
     batch = cfg.num_steps * sim.num_envs
     iterations = max(1, cfg.total_steps // batch)
@@ -314,13 +389,13 @@ def train(sim, cfg: PPOConfig, reward_fn: RewardFn | None = None,
     episodes = 0
     start = time.perf_counter()
     for iteration in range(1, iterations + 1):
-        if cfg.anneal_lr and cfg.desired_kl is None:
-            optimizer.param_groups[0]["lr"] = cfg.lr * (1.0 - (iteration - 1) / iterations)
+        lr = cfg.lr * (1.0 - (iteration - 1) / iterations) if cfg.anneal_lr and cfg.desired_kl is None else None
         ro = collector.collect(cfg.num_steps)
+        policy.set_obs_stats(collector.obs_rms.mean, collector.obs_rms.var, collector.obs_rms.count)
         with torch.no_grad():
             advantages, returns = compute_gae(ro.rewards, ro.values, ro.dones, ro.last_value,
                                               cfg.gamma, cfg.gae_lambda)
-        losses = update(policy, optimizer, ro, advantages, returns, cfg, gen)
+        losses = learner.step(Batch.of(ro, advantages, returns), lr)
         recent_returns.extend(ro.episode_returns)
         recent_lengths.extend(ro.episode_lengths)
         episodes += len(ro.episode_returns)
@@ -333,7 +408,6 @@ def train(sim, cfg: PPOConfig, reward_fn: RewardFn | None = None,
                 "seconds": elapsed,
                 "steps_per_second": iteration * batch / elapsed,
                 **losses,
-                "lr": optimizer.param_groups[0]["lr"],
                 "train_reward_mean": ro.train_reward,
                 "episodes": episodes,
                 # over the last (up to) 100 finished episodes; nan before the first

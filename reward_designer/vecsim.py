@@ -50,7 +50,8 @@ class StepOut(NamedTuple):
     physics: dict[str, np.ndarray]  # snapshot right after the step, before any reset
 
 
-def _cores() -> int:
+def cpu_cores() -> int:
+    """CPU cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -252,7 +253,7 @@ class MujocoVecSim:
         self._rows = _Rows(e0.data, keys)
         self._views = [self._rows.views(e.data) for e in self.envs]
         self._steppers = [(e.model, e.data, e.frame_skip, e.data.ctrl, v) for e, v in zip(self.envs, self._views)]
-        threads = max(1, min(threads or _cores(), num_envs))
+        threads = max(1, min(threads or cpu_cores(), num_envs))
         self._slabs = [range(i * num_envs // threads, (i + 1) * num_envs // threads) for i in range(threads)]
         self._pool = ThreadPoolExecutor(threads - 1) if threads > 1 else None
         self._elapsed = np.zeros(num_envs, dtype=np.int64)

@@ -191,6 +191,9 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
     layout, dt, n = sim.layout, sim.dt, sim.num_envs
     progress = open(workdir / "progress.jsonl", "a", buffering=1)
 
+    from .sandbox import confine_forked
+
+    learner = ppo.make_learner(sim, cfg, on_fork=confine_forked)  # forks: before seccomp forbids it
     _confine()
     try:
         reward_program = prog.load_function(job.code, prog.ENTRY) if job.code else None
@@ -234,7 +237,7 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
 
     t0 = time.perf_counter()
     try:
-        policy = ppo.train(sim, cfg, reward_fn=reward_fn, on_iteration=on_iteration)
+        policy = ppo.train(sim, cfg, reward_fn=reward_fn, on_iteration=on_iteration, learner=learner)
     except Exception as exc:  # noqa: BLE001
         return TrainResult(ok=False, error=_error_text(exc))
     finally:

@@ -18,7 +18,7 @@ Integrity does not rest on these layers alone: a reward program gets fresh
 copies of the state, and fitness is measured by a worker that never loads it.
 """
 
-from .layers import SandboxUnavailable, confine_self, doctor
+from .layers import SandboxUnavailable, confine_forked, confine_self, doctor
 from .models import LAYERS, LayerStatus, Limits, Outcome
 from .runner import read_output, run_worker, sanitize_workdir
 
@@ -28,6 +28,7 @@ __all__ = [
     "Limits",
     "Outcome",
     "SandboxUnavailable",
+    "confine_forked",
     "confine_self",
     "doctor",
     "read_output",

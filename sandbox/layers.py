@@ -1,4 +1,4 @@
-"""Which layers are active here, and the worker's side: ``confine_self()``.
+"""Which layers are active here, and the worker's side: ``confine_self()``, ``confine_forked()``.
 
 A missing layer is never a silent downgrade: it is logged once per process,
 listed in every ``Outcome.missing``, and with ``require=True`` the sandbox
@@ -126,3 +126,25 @@ def confine_self(require: bool | None = None) -> list[str]:
         except (OSError, ValueError):
             pass
     return applied
+
+
+def confine_forked() -> None:
+    """For a helper the worker forked before ``confine_self`` (the learner process):
+    the same seccomp filter, and not dumpable, so the worker, once it runs
+    untrusted code, cannot write into the helper through /proc/PID/mem."""
+    import ctypes
+
+    fd = os.environ.get(STATUS_FD)
+    if fd is not None:  # the worker's status pipe is the worker's to close, not ours to hold open
+        try:
+            os.close(int(fd))
+        except (OSError, ValueError):
+            pass
+    pr_set_dumpable = 4
+    ctypes.CDLL(None).prctl(pr_set_dumpable, 0)
+    try:
+        seccomp.apply_filter()
+    except Exception as e:  # noqa: BLE001 - as in confine_self: say so, or refuse when required
+        if os.environ.get(REQUIRE) == "1":
+            raise SandboxUnavailable(f"seccomp could not be applied: {e}") from e
+        print(f"reward_designer.sandbox: warning: seccomp not applied to a helper ({e})", file=sys.stderr)

@@ -1,0 +1,141 @@
+"""Where the PPO update runs: inline, or split with a forked twin process."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from reward_designer.forked_learner import ForkedLearner, LearnerDied
+from reward_designer.ppo import Batch, Collector, Learner, PPOConfig, compute_gae, make_learner, make_policy, train
+from reward_designer.vecsim import cpu_cores, make_vecsim
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+needs_two_cores = pytest.mark.skipif(cpu_cores() < 2, reason="a forked learner wants a second core")
+CFG = dict(total_steps=4 * 16 * 4, num_envs=4, num_steps=16, update_epochs=2)
+
+
+@needs_two_cores
+def test_forked_and_inline_learners_compute_the_same_update():
+    # Same policy, same batches: two half-minibatch gradients averaged are the whole
+    # minibatch's. Not bit for bit: sums run in another order (and MKL's depend on alignment).
+    cfg = PPOConfig(**CFG)
+    sim = make_vecsim("HalfCheetah-v5", cfg.num_envs, seed=0)
+    inline, forked = Learner(make_policy(sim, cfg), cfg), make_learner(sim, cfg)
+    assert isinstance(forked, ForkedLearner)
+    collector = Collector(sim, inline.policy, cfg, None)
+    try:
+        for _ in range(3):
+            ro = collector.collect(cfg.num_steps)
+            with torch.no_grad():
+                data = Batch.of(ro, *compute_gae(ro.rewards, ro.values, ro.dones, ro.last_value, 0.99, 0.95))
+            got = forked.step(data, None)
+            expected = inline.step(data, None)
+            assert got.keys() == expected.keys()
+            for k in expected:
+                assert got[k] == pytest.approx(expected[k], rel=1e-4, abs=1e-6), k
+            for a, b in zip(forked.policy.parameters(), inline.policy.parameters()):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    finally:
+        forked.close()
+        sim.close()
+
+
+def test_fork_learner_false_never_forks():
+    cfg = PPOConfig(**CFG, fork_learner=False)
+    sim = make_vecsim("HalfCheetah-v5", cfg.num_envs, seed=0)
+    assert type(make_learner(sim, cfg)) is Learner
+    sim.close()
+
+
+@needs_two_cores
+def test_a_killed_learner_is_an_error_not_a_hang():
+    cfg = PPOConfig(**{**CFG, "total_steps": 4 * 16 * 8})
+    sim = make_vecsim("HalfCheetah-v5", cfg.num_envs, seed=0)
+    learner = make_learner(sim, cfg)
+
+    def kill(stats):
+        if stats["iteration"] == 2:
+            os.kill(learner.pid, signal.SIGKILL)
+
+    with pytest.raises(LearnerDied, match="SIGKILL"):
+        train(sim, cfg, on_iteration=kill, learner=learner)
+    assert learner.pid == 0  # reaped
+    sim.close()
+
+
+@needs_two_cores
+def test_an_update_that_raises_is_reported_with_its_traceback(monkeypatch):
+    step = Learner.step
+
+    def broken_in_the_twin(self, data, lr, peer=None):
+        if peer is not None and peer.rank == 1:
+            raise FloatingPointError("boom in the learner")
+        return step(self, data, lr, peer)
+
+    monkeypatch.setattr(Learner, "step", broken_in_the_twin)  # before the fork: the twin inherits it
+    cfg = PPOConfig(**CFG)
+    sim = make_vecsim("HalfCheetah-v5", cfg.num_envs, seed=0)
+    learner = make_learner(sim, cfg)
+    with pytest.raises(LearnerDied, match="boom in the learner"):
+        train(sim, cfg, learner=learner)
+    assert learner.pid == 0
+    sim.close()
+
+
+@needs_two_cores
+def test_the_learner_exits_with_its_parent(tmp_path):
+    # A parent that forks a learner and is then SIGKILLed: the learner must not outlive it.
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from reward_designer.ppo import PPOConfig, make_learner\n"
+        "from reward_designer.vecsim import make_vecsim\n"
+        "sim = make_vecsim('HalfCheetah-v5', 2, seed=0)\n"
+        "learner = make_learner(sim, PPOConfig(num_envs=2, num_steps=4))\n"
+        "print(learner.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-W", "ignore", str(script)], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    assert _alive(child)
+    parent.kill()
+    parent.wait()
+    for _ in range(100):
+        if not _alive(child):
+            break
+        subprocess.run(["sleep", "0.05"])
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nState:\tZ" not in f.read()  # a zombie waiting for init counts as gone
+    except FileNotFoundError:
+        return False
+
+
+@needs_two_cores
+def test_the_worker_confines_its_learner():
+    from reward_designer.sandbox.seccomp import available
+
+    if not available()[0]:
+        pytest.skip("seccomp is not available here")
+    code = (
+        "from reward_designer.ppo import PPOConfig, make_learner\n"
+        "from reward_designer.sandbox import confine_forked\n"
+        "from reward_designer.vecsim import make_vecsim\n"
+        "import time\n"
+        "sim = make_vecsim('HalfCheetah-v5', 2, seed=0)\n"
+        "learner = make_learner(sim, PPOConfig(num_envs=2, num_steps=4), on_fork=confine_forked)\n"
+        "time.sleep(1.0)\n"
+        "status = open(f'/proc/{learner.pid}/status').read()\n"
+        "print([l for l in status.splitlines() if l.startswith('Seccomp:')][0])\n"
+        "learner.close()\n"
+    )
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("Seccomp:\t2"), out.stdout  # a seccomp filter is on
