@@ -20,7 +20,6 @@ the parent (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import ctypes
-import json
 import math
 import mmap
 import os

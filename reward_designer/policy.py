@@ -184,18 +184,18 @@ class NumpyPolicy:
 
     A rollout step evaluates both nets on 16-64 observations, where torch's
     per-op overhead dominates: this costs a quarter of the torch forward here.
-    It holds a copy of the weights: a rollout acts with the policy as it was when it began.
+    On the CPU the arrays are views of the live parameters, so they follow the
+    optimizer's in-place updates; from another device they are copies (make a
+    fresh one after each update).
     """
 
     def __init__(self, policy: Policy):
-        def array(t: torch.Tensor) -> np.ndarray:
-            return t.detach().cpu().numpy().copy()
-
         def layers(net: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
-            return [(np.ascontiguousarray(array(m.weight).T), array(m.bias)) for m in net if isinstance(m, nn.Linear)]
+            return [(m.weight.detach().cpu().numpy().T, m.bias.detach().cpu().numpy())
+                    for m in net if isinstance(m, nn.Linear)]
 
         self.actor, self.critic = layers(policy.actor), layers(policy.critic)
-        self.log_std = array(policy.log_std)
+        self.log_std = policy.log_std.detach().cpu().numpy()
         self.act_low, self.act_high = policy.act_low.cpu().numpy(), policy.act_high.cpu().numpy()
         self.activation = NUMPY_ACTIVATIONS[policy.arch["activation"]]
 

@@ -5,6 +5,11 @@ simulator with the reward from a batched reward program (or the env's own);
 ``compute_gae`` turns them into advantages; ``update`` runs ``update_epochs``
 passes of clipped-objective minibatch steps over the batch.
 
+Truncation vs termination: an episode cut by the time limit did not end in the
+MDP, so its last reward gets ``gamma * V(final obs)`` added, where the final
+observation is ``StepOut.physics["obs"]`` (the state before the autoreset); a
+terminated one bootstraps nothing. Both stop the GAE recursion.
+
 Two processes (``make_learner``, ``forked_learner.py``): on a machine with a
 second core, a forked twin computes the gradient of half of every minibatch
 and the two average gradients before each step, so both apply the same step.

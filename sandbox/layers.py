@@ -101,6 +101,21 @@ def doctor() -> list[LayerStatus]:
     return [s.model_copy() for s in plan_layers().statuses]
 
 
+def _apply_seccomp(require: bool | None, who: str) -> bool:
+    """The seccomp filter on this process: True if applied. Missing, it is a warning,
+    or SandboxUnavailable when required (``require`` None: what ``run_worker`` was asked)."""
+    if require is None:
+        require = os.environ.get(REQUIRE) == "1"
+    try:
+        seccomp.apply_filter()
+        return True
+    except Exception as e:  # noqa: BLE001 - ImportError, OSError from libseccomp, ...
+        if require:
+            raise SandboxUnavailable(f"seccomp could not be applied: {e}") from e
+        print(f"reward_designer.sandbox: warning: seccomp not applied{who} ({e})", file=sys.stderr)
+        return False
+
+
 def confine_self(require: bool | None = None) -> list[str]:
     """Called by a worker after its imports, before it loads untrusted code.
 
@@ -108,16 +123,7 @@ def confine_self(require: bool | None = None) -> list[str]:
     closes) which layers it applied. ``require`` (default: what the parent's
     ``run_worker`` was asked) raises instead of running on unconfined.
     """
-    if require is None:
-        require = os.environ.get(REQUIRE) == "1"
-    applied: list[str] = []
-    try:
-        seccomp.apply_filter()
-        applied.append("seccomp")
-    except Exception as e:  # noqa: BLE001 - ImportError, OSError from libseccomp, ...
-        if require:
-            raise SandboxUnavailable(f"seccomp could not be applied: {e}") from e
-        print(f"reward_designer.sandbox: warning: seccomp not applied ({e})", file=sys.stderr)
+    applied = ["seccomp"] if _apply_seccomp(require, "") else []
     fd = os.environ.pop(STATUS_FD, None)
     if fd is not None:
         try:
@@ -142,9 +148,4 @@ def confine_forked() -> None:
             pass
     pr_set_dumpable = 4
     ctypes.CDLL(None).prctl(pr_set_dumpable, 0)
-    try:
-        seccomp.apply_filter()
-    except Exception as e:  # noqa: BLE001 - as in confine_self: say so, or refuse when required
-        if os.environ.get(REQUIRE) == "1":
-            raise SandboxUnavailable(f"seccomp could not be applied: {e}") from e
-        print(f"reward_designer.sandbox: warning: seccomp not applied to a helper ({e})", file=sys.stderr)
+    _apply_seccomp(None, " to a helper")
