@@ -71,22 +71,18 @@ class Peer:
         self.on_message = on_message  # anything but READY from the other side
         self.calls = 0
 
-    def average(self, grads: list[torch.Tensor], stats: torch.Tensor) -> torch.Tensor:
-        """Average ``grads`` (in place) and ``stats`` (returned) with the other process."""
+    def average(self, grad: torch.Tensor, stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``grad`` (flat) and ``stats`` averaged with the other process's: new tensors."""
         # Two buffers each, alternating: the other side may still be reading the last one.
         mine, theirs = self.mine[self.calls % 2], self.theirs[self.calls % 2]
         self.calls += 1
-        torch.cat([g.reshape(-1) for g in grads] + [stats.detach()], out=mine)
+        torch.cat([grad, stats.detach()], out=mine)
         os.write(self.send, READY)
         while (msg := os.read(self.recv, 1)) != READY:
             self.on_message(msg)
         total = mine + theirs  # the same sum, bit for bit, on both sides
         total.mul_(0.5)
-        offset = 0
-        for g in grads:
-            g.copy_(total[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
-        return total[offset:].clone()
+        return total[: grad.numel()], total[grad.numel() :]
 
 
 class ForkedLearner:
@@ -96,7 +92,7 @@ class ForkedLearner:
         """``shapes``: a ``Batch`` of the batch tensors' shapes."""
         self.inline, self.policy, self.cfg = inline, inline.policy, inline.cfg
         self.data = type(shapes)(*(_shared(*shape) for shape in shapes))
-        width = sum(p.numel() for p in self.policy.parameters() if p.requires_grad) + 5  # + the statistics
+        width = inline.optimizer.params.numel() + 5  # the flat gradient, then the statistics
         bufs = [[_shared(width), _shared(width)] for _ in range(2)]  # [rank][parity]
         down_r, self._down = os.pipe()  # parent -> twin
         self._up, up_w = os.pipe()  # twin -> parent

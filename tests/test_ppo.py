@@ -6,7 +6,7 @@ import torch
 from gymnasium.spaces import Box
 
 from reward_designer.policy import Policy
-from reward_designer.ppo import Collector, PPOConfig, compute_gae, make_policy, train
+from reward_designer.ppo import Collector, FlatAdam, PPOConfig, compute_gae, make_policy, train
 from reward_designer.presets import preset_for
 from reward_designer.vecsim import StepOut, make_vecsim
 
@@ -182,3 +182,27 @@ def test_presets():
     assert isinstance(cfg.hidden, tuple)
     with pytest.raises(ValueError):
         PPOConfig.from_dict({"learning_rate": 1.0})
+
+
+def test_flat_adam_takes_torch_adams_steps_and_keeps_parameters_as_views():
+    torch.manual_seed(0)
+    ours, ref = Policy(5, 2, [-1, -1], [1, 1]), Policy(5, 2, [-1, -1], [1, 1])
+    ref.load_state_dict(ours.state_dict())
+    flat = FlatAdam(ours, lr=3e-3, eps=1e-5)
+    adam = torch.optim.Adam(ref.parameters(), lr=3e-3, eps=1e-5)
+    x, a = torch.randn(32, 5), torch.randn(32, 2)
+    for step in range(5):
+        for policy in (ours, ref):
+            policy.zero_grad()
+            logp, _ = policy.log_prob(x, a)
+            (-(logp.mean()) + policy.value(x).square().mean()).backward()
+        grad = flat.gradient()
+        assert grad.shape == flat.params.shape
+        flat.step(grad)
+        adam.step()
+        for p, q in zip(ours.parameters(), ref.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+    # The module's parameters are views of the flat vector: a step moves them.
+    before = ours.log_std.detach().clone()
+    flat.params.add_(1.0)
+    torch.testing.assert_close(ours.log_std.detach(), before + 1.0)
