@@ -187,13 +187,13 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
 
     cfg = ppo.PPOConfig(**{**preset_for(job.env_id), **job.ppo, "total_steps": job.total_steps,
                            "seed": job.seed, "device": job.device})
-    sim = make_vecsim(job.env_id, cfg.num_envs, job.seed, job.env_kwargs)
-    layout, dt, n = sim.layout, sim.dt, sim.num_envs
-    progress = open(workdir / "progress.jsonl", "a", buffering=1)
-
     from .sandbox import confine_forked
 
-    learner = ppo.make_learner(sim, cfg, on_fork=confine_forked)  # forks: before seccomp forbids it
+    # Both fork (the simulator's slab twins, the learner's twin): before seccomp forbids it.
+    sim = make_vecsim(job.env_id, cfg.num_envs, job.seed, job.env_kwargs, on_fork=confine_forked)
+    layout, dt, n = sim.layout, sim.dt, sim.num_envs
+    progress = open(workdir / "progress.jsonl", "a", buffering=1)
+    learner = ppo.make_learner(sim, cfg, on_fork=confine_forked)
     _confine()
     try:
         reward_program = prog.load_function(job.code, prog.ENTRY) if job.code else None
@@ -252,8 +252,10 @@ def run_analyze(job: AnalyzeJob, workdir: Path) -> AnalyzeResult:
     from .policy import Policy
     from .vecsim import make_vecsim
 
+    from .sandbox import confine_forked
+
     n = job.episodes
-    sim = make_vecsim(job.env_id, n, job.seed, job.env_kwargs)
+    sim = make_vecsim(job.env_id, n, job.seed, job.env_kwargs, on_fork=confine_forked)
     policy = Policy.load(Path(job.policy))
     layout, dt = sim.layout, sim.dt
 

@@ -135,7 +135,7 @@ def confine_self(require: bool | None = None) -> list[str]:
 
 
 def confine_forked() -> None:
-    """For a helper the worker forked before ``confine_self`` (the learner process):
+    """For a twin the worker forked before ``confine_self`` (the simulator's, the learner's):
     the same seccomp filter, and not dumpable, so the worker, once it runs
     untrusted code, cannot write into the helper through /proc/PID/mem."""
     import ctypes

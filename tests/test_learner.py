@@ -9,7 +9,8 @@ import time
 import pytest
 import torch
 
-from reward_designer.forked_learner import ForkedLearner, LearnerDied
+from reward_designer.forked_learner import ForkedLearner
+from reward_designer.twin import TwinDied
 from reward_designer.ppo import Batch, Collector, Learner, PPOConfig, compute_gae, make_learner, make_policy, train
 from reward_designer.vecsim import cpu_cores, make_vecsim
 
@@ -59,11 +60,11 @@ def test_a_killed_learner_is_an_error_not_a_hang():
 
     def kill(stats):
         if stats["iteration"] == 2:
-            os.kill(learner.pid, signal.SIGKILL)
+            os.kill(learner.twin.pid, signal.SIGKILL)
 
-    with pytest.raises(LearnerDied, match="SIGKILL"):
+    with pytest.raises(TwinDied, match="SIGKILL"):
         train(sim, cfg, on_iteration=kill, learner=learner)
-    assert learner.pid == 0  # reaped
+    assert learner.twin.pid == 0  # reaped
     sim.close()
 
 
@@ -80,9 +81,9 @@ def test_an_update_that_raises_is_reported_with_its_traceback(monkeypatch):
     cfg = PPOConfig(**CFG)
     sim = make_vecsim("HalfCheetah-v5", cfg.num_envs, seed=0)
     learner = make_learner(sim, cfg)
-    with pytest.raises(LearnerDied, match="boom in the learner"):
+    with pytest.raises(TwinDied, match="boom in the learner"):
         train(sim, cfg, learner=learner)
-    assert learner.pid == 0
+    assert learner.twin.pid == 0
     sim.close()
 
 
@@ -96,7 +97,7 @@ def test_the_learner_exits_with_its_parent(tmp_path):
         "from reward_designer.vecsim import make_vecsim\n"
         "sim = make_vecsim('HalfCheetah-v5', 2, seed=0)\n"
         "learner = make_learner(sim, PPOConfig(num_envs=2, num_steps=4))\n"
-        "print(learner.pid, flush=True)\n"
+        "print(learner.twin.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
     parent = subprocess.Popen([sys.executable, "-W", "ignore", str(script)], stdout=subprocess.PIPE, text=True)
@@ -120,7 +121,7 @@ def _alive(pid: int) -> bool:
 
 
 @needs_two_cores
-def test_the_worker_confines_its_learner():
+def test_the_worker_confines_its_twins():
     from reward_designer.sandbox.seccomp import available
 
     if not available()[0]:
@@ -130,13 +131,15 @@ def test_the_worker_confines_its_learner():
         "from reward_designer.sandbox import confine_forked\n"
         "from reward_designer.vecsim import make_vecsim\n"
         "import time\n"
-        "sim = make_vecsim('HalfCheetah-v5', 2, seed=0)\n"
+        "sim = make_vecsim('HalfCheetah-v5', 2, seed=0, on_fork=confine_forked)\n"
         "learner = make_learner(sim, PPOConfig(num_envs=2, num_steps=4), on_fork=confine_forked)\n"
         "time.sleep(1.0)\n"
-        "status = open(f'/proc/{learner.pid}/status').read()\n"
-        "print([l for l in status.splitlines() if l.startswith('Seccomp:')][0])\n"
+        "for pid in (sim._twins[0].pid, learner.twin.pid):\n"
+        "    status = open(f'/proc/{pid}/status').read()\n"
+        "    print([l for l in status.splitlines() if l.startswith('Seccomp:')][0])\n"
         "learner.close()\n"
+        "sim.close()\n"
     )
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().endswith("Seccomp:\t2"), out.stdout  # a seccomp filter is on
+    assert out.stdout.split() == ["Seccomp:", "2"] * 2, out.stdout  # a seccomp filter is on, in both twins

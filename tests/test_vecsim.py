@@ -1,10 +1,16 @@
 """The batched simulator against gymnasium, step for step, on the same actions."""
 
+import os
+import signal
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
 
 from reward_designer import state as st
+from reward_designer.twin import TwinDied
 from reward_designer.vecsim import GymVecSim, MujocoVecSim, make_vecsim
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -69,6 +75,7 @@ def test_ant_contact_forces_and_env_kwargs():
 def test_env_without_kernel_uses_its_own_step():
     sim = make_vecsim("InvertedPendulum-v5", 2)
     assert isinstance(sim, MujocoVecSim) and sim.kernel is None
+    sim.close()
     terminations, _ = lockstep("InvertedPendulum-v5", action_scale=3.0)
     assert terminations > 0
 
@@ -96,3 +103,69 @@ def test_fallback_on_pendulum():
     assert set(sim.physics()) == {"obs"}
     out = sim.step(np.zeros((3, 1)))
     assert out.physics["obs"].shape == (3, 3)
+
+
+def run_sim(workers: int, env_id: str = "Hopper-v5", steps: int = 80) -> list:
+    sim = make_vecsim(env_id, 5, seed=3, workers=workers)
+    assert len(sim._slabs) == workers
+    rng = np.random.default_rng(1)
+    outs = [sim.reset()]
+    for _ in range(steps):
+        outs.append(sim.step(rng.uniform(-1, 1, (5, 3))))
+    outs.append(sim.physics())
+    sim.close()
+    return outs
+
+
+def test_slabs_in_twin_processes_give_what_one_process_gives():
+    # Hopper terminates often: resets happen in whichever process owns the env.
+    one, three = run_sim(1), run_sim(3)
+    assert sum(int(o.terminated.sum()) for o in one[1:-1]) > 0
+    for a, b in zip(one, three):
+        for x, y in zip(a, b) if isinstance(a, tuple) else [(a, b)]:
+            if isinstance(x, dict):
+                for k in x:
+                    np.testing.assert_array_equal(x[k], y[k])
+            else:
+                np.testing.assert_array_equal(x, y)
+
+
+def test_a_killed_slab_twin_is_an_error_not_a_hang():
+    sim = make_vecsim("HalfCheetah-v5", 4, seed=0, workers=2)
+    sim.reset()
+    pid = sim._twins[0].pid
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(TwinDied, match="SIGKILL"):
+        sim.step(np.zeros((4, 6)))
+    sim.close()
+
+
+def test_an_env_that_raises_in_a_twin_is_reported_with_its_traceback(monkeypatch):
+    from gymnasium.envs.mujoco.inverted_pendulum_v5 import InvertedPendulumEnv
+
+    step = InvertedPendulumEnv.step
+
+    def broken(self, action):
+        if os.getpid() != parent:  # only in the twin
+            raise FloatingPointError("boom in a slab")
+        return step(self, action)
+
+    monkeypatch.setattr(InvertedPendulumEnv, "step", broken)  # before the fork: the twin inherits it
+    parent = os.getpid()
+    sim = make_vecsim("InvertedPendulum-v5", 2, seed=0, workers=2)
+    sim.reset()
+    with pytest.raises(TwinDied, match="boom in a slab"):
+        sim.step(np.zeros((2, 1)))
+    sim.close()
+
+
+def test_closing_one_of_several_twins_does_not_wait_on_the_others(tmp_path):
+    # Each twin must hold no copy of another twin's pipe: else close() would hang.
+    code = (
+        "from reward_designer.vecsim import make_vecsim\n"
+        "a = make_vecsim('HalfCheetah-v5', 6, workers=3)\n"
+        "b = make_vecsim('HalfCheetah-v5', 2, workers=2)\n"
+        "a.close(); b.close(); print('closed')\n"
+    )
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "closed", out.stderr[-2000:]
