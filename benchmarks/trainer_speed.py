@@ -15,6 +15,7 @@ env construction and process start excluded), on the env's own reward. Rows:
 run it: process start to the saved policy file.
 
     python benchmarks/trainer_speed.py --steps 100000
+    python benchmarks/trainer_speed.py --envs HalfCheetah-v5 --rows ours ours+reward sb3-tuned --repeat 5
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -71,13 +73,12 @@ def child(row: str, env_id: str, steps: int, overrides: dict) -> float:
             for k in range(steps // sim.num_envs):
                 sim.step(actions[k % 64])
             return steps // sim.num_envs * sim.num_envs / (time.perf_counter() - t0)
-        reward_fn = None
-        if row == "ours+reward":
-            def reward_fn(prev, now, actions, done):
-                state = st.state_pair(prev, now, sim.layout, sim.dt, cfg.device)
-                return compute_reward(state, actions)[0]
+        def reward_fn(prev, now, actions, done):
+            state = st.state_pair(prev, now, sim.layout, sim.dt, cfg.device)
+            return compute_reward(state, actions)[0]
+
         t0 = time.perf_counter()
-        train(sim, cfg, reward_fn=reward_fn)
+        train(sim, cfg, reward_fn=reward_fn if row == "ours+reward" else None)
         seconds = time.perf_counter() - t0
         done = cfg.total_steps // (cfg.num_envs * cfg.num_steps) * cfg.num_envs * cfg.num_steps
         return done / seconds
@@ -119,6 +120,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100_000, help="env steps per measurement")
     p.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Ant-v5"])
     p.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)
+    p.add_argument("--repeat", type=int, default=1, help="measure every row this many times, keep the median")
     p.add_argument("--candidate", action="store_true", help="also time a 1M-step HalfCheetah candidate end to end")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="PPOConfig overrides for ours on top of the preset, e.g. update_epochs=5")
@@ -134,12 +136,17 @@ def main() -> None:
         candidate(int(args.candidate_child[0]), args.candidate_child[1], overrides)
         return
 
-    print(f"{args.steps} env steps per measurement; each row a separate process, run one after another")
+    print(f"{args.steps} env steps per measurement; each row a separate process, run one after another"
+          + (f"; rows taken in turn {args.repeat} times, the median kept" if args.repeat > 1 else ""))
     for env_id in args.envs:
-        rates = {}
+        runs: dict[str, list[float]] = {row: [] for row in args.rows}
+        for _ in range(args.repeat):  # in turn, so a slow spell of a shared machine hits every row alike
+            for row in args.rows:
+                runs[row].append(json.loads(run_child("--child", row, env_id, str(args.steps), "--set", *args.set)))
+        rates = {row: statistics.median(r) for row, r in runs.items()}
         for row in args.rows:
-            rates[row] = json.loads(run_child("--child", row, env_id, str(args.steps), "--set", *args.set))
-            print(f"{env_id:16s} {row:14s} {rates[row]:9.0f} env-steps/s", flush=True)
+            spread = f"  (runs: {', '.join(f'{r:.0f}' for r in runs[row])})" if args.repeat > 1 else ""
+            print(f"{env_id:16s} {row:14s} {rates[row]:9.0f} env-steps/s{spread}", flush=True)
         for ours in ("ours", "ours+reward"):
             for other in ("sb3-defaults", "sb3-tuned", "raw mj_step"):
                 if ours in rates and other in rates:
