@@ -240,7 +240,10 @@ class _Rows:
 
 class MujocoVecSim:
     """gymnasium MuJoCo envs, one slab of envs per core: this process steps the
-    first, a forked twin process (``twin.Twin``) each of the others."""
+    first, a forked twin process (``twin.Twin``) each of the others.
+
+    ``envs[i]`` of a twin's slab is, in this process, a stale copy from before
+    the fork: read state through ``step``'s snapshot or ``physics()``."""
 
     def __init__(self, env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | None = None,
                  workers: int | None = None, on_fork: Callable[[], None] | None = None):
