@@ -67,7 +67,7 @@ class PPOConfig:
     log_std_init: float = 0.0
     seed: int = 0
     device: str = "cpu"
-    torch_threads: int = 1  # per process: the simulator's threads want the other core
+    torch_threads: int = 1  # per process: the other core steps the simulator's second slab
     fork_learner: bool = True  # split each minibatch with a forked twin when there is a second core
 
     @classmethod

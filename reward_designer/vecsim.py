@@ -6,12 +6,12 @@ Two backends behind one interface (``make_vecsim``):
   gymnasium env object and we step its own ``MjData``, one slab of envs per
   core: this process steps the first slab and a forked twin process each
   other one (each env's step is a few Python calls around ``mj_step``, and
-  threads serialize them on the GIL; stepping 32 HalfCheetahs, twins gave
-  ~9% more steps/s than threads here, 3 noisy runs each). Each env's fields are copied into one row of
-  flat arrays in shared memory, and for the standard v5 tasks the
-  observation, reward and termination are computed per slab in numpy
-  (``_Kernel``, parameters read from the env object so env kwargs carry over;
-  tests hold them to gymnasium step for step). Any other MuJoCo env (a
+  threads serialize them on the GIL; stepping 32 HalfCheetahs, twins gave ~9%
+  more steps/s than threads here, 3 noisy runs each). Each env's fields are
+  copied into one row of flat arrays in shared memory, and for the standard
+  v5 tasks the observation, reward and termination are computed per slab in
+  numpy (``_Kernel``, parameters read from the env object so env kwargs carry
+  over; tests hold them to gymnasium step for step). Any other MuJoCo env (a
   subclass, a user's own) calls its own ``env.step`` per env in the same
   slabs. Resets are always the env's own ``reset`` (its reset noise, its RNG
   stream), in the process that owns the env.
@@ -299,11 +299,14 @@ class MujocoVecSim:
                 return
             twin.send(_DONE)
 
+    def _reset_env(self, i: int, seed: int | None = None) -> None:
+        self._obs[i] = self.envs[i].reset(seed=seed)[0]
+        np.concatenate(self._views[i], out=self._current[i])
+        self._elapsed[i] = 0
+
     def _reset_slab(self, slab: slice, seed: int) -> None:
         for i in range(slab.start, slab.stop):
-            self._obs[i] = self.envs[i].reset(seed=seed + i)[0]
-            np.concatenate(self._views[i], out=self._current[i])
-        self._elapsed[slab] = 0
+            self._reset_env(i, seed + i)
 
     def _step_slab(self, slab: slice) -> None:
         """Step the envs of ``slab`` on ``self._act``: fill their rows of every output, then autoreset."""
@@ -331,9 +334,7 @@ class MujocoVecSim:
         self._obs[slab], current[slab] = self._final_obs[slab], after[slab]
         done = self._terminated[slab] | self._truncated[slab]
         for i in np.flatnonzero(done) + slab.start:
-            self._obs[i] = self.envs[i].reset()[0]
-            np.concatenate(self._views[i], out=current[i])
-            self._elapsed[i] = 0
+            self._reset_env(i)
 
     def _everywhere(self, request: bytes, here: Callable[[slice], None]) -> None:
         """``request`` to every twin, ``here`` on this process's slab, then wait for the twins."""

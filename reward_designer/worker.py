@@ -183,12 +183,11 @@ def run_probe(job: ProbeJob, workdir: Path) -> ProbeResult:
 def run_train(job: TrainJob, workdir: Path) -> TrainResult:
     from . import ppo
     from .presets import preset_for
+    from .sandbox import confine_forked
     from .vecsim import make_vecsim
 
     cfg = ppo.PPOConfig(**{**preset_for(job.env_id), **job.ppo, "total_steps": job.total_steps,
                            "seed": job.seed, "device": job.device})
-    from .sandbox import confine_forked
-
     # Both fork (the simulator's slab twins, the learner's twin): before seccomp forbids it.
     sim = make_vecsim(job.env_id, cfg.num_envs, job.seed, job.env_kwargs, on_fork=confine_forked)
     layout, dt, n = sim.layout, sim.dt, sim.num_envs
@@ -250,9 +249,8 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
 
 def run_analyze(job: AnalyzeJob, workdir: Path) -> AnalyzeResult:
     from .policy import Policy
-    from .vecsim import make_vecsim
-
     from .sandbox import confine_forked
+    from .vecsim import make_vecsim
 
     n = job.episodes
     sim = make_vecsim(job.env_id, n, job.seed, job.env_kwargs, on_fork=confine_forked)
