@@ -207,38 +207,48 @@ class Collector:
         actions = np.zeros((num_steps, n) + tuple(sim.action_space.shape), dtype=np.float32)
         logps, rewards, dones, values = (np.zeros((num_steps, n), dtype=np.float32) for _ in range(4))
         returns, lengths, train_reward = [], [], 0.0
-        for t in range(num_steps):
-            nobs = self.observe(self.next_obs, update=True)
-            action, logp = net.sample(nobs, self.rng)
-            env_action = net.clip(action)
-            out = sim.step(env_action)
+
+        def settle(t: int, out, env_action: np.ndarray, prev: dict | None, cut: np.ndarray,
+                   bootstrap: np.ndarray) -> None:
+            """Step t's reward (the program's, scaled, truncation bootstrap added) and episode records."""
+            nonlocal train_reward
             done = out.terminated | out.truncated
             reward = None
             if self.reward_fn is not None:
-                act = torch.as_tensor(env_action, device=self.device)
-                reward = self.reward_fn(self.prev, out.physics, act, done)
-                self.prev = sim.physics()
+                reward = self.reward_fn(prev, out.physics, torch.as_tensor(env_action, device=self.device), done)
             if reward is None:
                 reward = out.env_reward
             else:
                 reward = reward.detach().cpu().numpy().astype(np.float64).reshape(n)
             train_reward += float(reward.sum())
             reward = self.scale(reward, done)
-            cut = out.truncated & ~out.terminated
-            if cut.any():
-                final = self.observe(out.physics["obs"], update=False)[cut]
-                reward[cut] += cfg.gamma * net.value(final)
-
-            obs[t], actions[t], logps[t], values[t] = nobs, action, logp, net.value(nobs)
+            reward[cut] += cfg.gamma * bootstrap
             rewards[t], dones[t] = reward, done
-
             self.ep_return += out.env_reward
             self.ep_length += 1
             if done.any():
-                returns += self.ep_return[done].tolist()
-                lengths += self.ep_length[done].tolist()
+                returns.extend(self.ep_return[done].tolist())
+                lengths.extend(self.ep_length[done].tolist())
                 self.ep_return[done], self.ep_length[done] = 0.0, 0
+
+        pending = None
+        for t in range(num_steps):
+            nobs = self.observe(self.next_obs, update=True)
+            action, logp = net.sample(nobs, self.rng)
+            env_action = net.clip(action)
+            sim.send(env_action)
+            # While the simulator's twins step their slabs, this process settles the step before.
+            obs[t], actions[t], logps[t], values[t] = nobs, action, logp, net.value(nobs)
+            if pending is not None:
+                settle(*pending)
+            out = sim.recv()
+            cut = out.truncated & ~out.terminated
+            # Normalized now, before the next observe() moves the statistics.
+            bootstrap = net.value(self.observe(out.physics["obs"], update=False)[cut]) if cut.any() else 0.0
+            prev, self.prev = self.prev, (sim.physics() if self.reward_fn else None)
+            pending = (t, out, env_action, prev, cut, bootstrap)
             self.next_obs = out.obs
+        settle(*pending)
         last_value = net.value(self.observe(self.next_obs, update=False))
         to = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
         return Rollout(to(obs), to(actions), to(logps), to(rewards), to(dones), to(values), to(last_value),

@@ -18,6 +18,10 @@ Two backends behind one interface (``make_vecsim``):
 * ``"gym"``: gymnasium's ``SyncVectorEnv`` (same-step autoreset), for any other
   registered env; its snapshot holds only ``obs``.
 
+``step(actions)`` is ``send(actions)`` then ``recv()``: between the two the
+twins are stepping their slabs and the caller is free (the trainer computes the
+previous step's reward there); ``recv`` steps this process's slab and waits.
+
 Autoreset is same-step: ``StepOut.obs`` holds the first observation of the new
 episode for envs that finished, while ``StepOut.physics`` is the state the step
 ended in (its ``obs`` the final observation), so a reward or a value bootstrap
@@ -238,7 +242,20 @@ class _Rows:
         }
 
 
-class MujocoVecSim:
+class SimBase:
+    """A batched simulator: ``reset``, ``physics``, ``send``, ``recv``, ``close``.
+
+    ``step`` is ``send`` then ``recv``; between them the caller may do other
+    work while the simulator steps (the trainer settles the previous step's
+    reward there).
+    """
+
+    def step(self, actions: np.ndarray) -> StepOut:
+        self.send(actions)
+        return self.recv()
+
+
+class MujocoVecSim(SimBase):
     """gymnasium MuJoCo envs, one slab of envs per core: this process steps the
     first, a forked twin process (``twin.Twin``) each of the others.
 
@@ -273,12 +290,12 @@ class MujocoVecSim:
         self._terminated, self._truncated = shared_array((n,), bool), shared_array((n,), bool)
         self._elapsed = shared_array((n,), np.int64)
         workers = max(1, min(workers or cpu_cores(), num_envs))
-        # This process takes n/16 more envs: a twin starts late (woken through a
-        # pipe) and, with equal slabs, this one waited ~15% of a step for it.
-        first, rest = (n // workers + n // 16, workers - 1) if workers > 1 else (n, 0)
-        bounds = [0, first] + [first + (i + 1) * (n - first) // rest for i in range(rest)]
+        # Equal slabs: while the twins step theirs, this process also settles the
+        # previous step's reward (the trainer's send/recv), which evens out its late start.
+        bounds = [i * n // workers for i in range(workers + 1)]
         self._slabs = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         self._twins: list[Twin] = []
+        self._in_flight = False
         try:
             for slab in self._slabs[1:]:
                 self._twins.append(Twin(lambda twin, slab=slab: self._serve(twin, slab), on_fork))
@@ -336,10 +353,21 @@ class MujocoVecSim:
         for i in np.flatnonzero(done) + slab.start:
             self._reset_env(i)
 
-    def _everywhere(self, request: bytes, here: Callable[[slice], None]) -> None:
-        """``request`` to every twin, ``here`` on this process's slab, then wait for the twins."""
+    def _idle(self) -> None:
+        if self._in_flight:
+            raise RuntimeError("a step is in flight: recv() it first")
+
+    def _ask(self, request: bytes) -> None:
+        self._idle()
         for twin in self._twins:
             twin.send(request)
+        self._in_flight = True
+
+    def _answer(self, here: Callable[[slice], None]) -> None:
+        """``here`` on this process's slab, then wait for the twins' answers to the request in flight."""
+        if not self._in_flight:
+            raise RuntimeError("no step in flight: send() actions first")
+        self._in_flight = False
         here(self._slabs[0])
         for twin in self._twins:
             twin.expect(_DONE)
@@ -351,16 +379,24 @@ class MujocoVecSim:
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         seed = self._seed if seed is None else seed
-        self._everywhere(_RESET + struct.pack("q", seed), lambda slab: self._reset_slab(slab, seed))
+        self._ask(_RESET + struct.pack("q", seed))
+        self._answer(lambda slab: self._reset_slab(slab, seed))
         return self._obs.copy()
 
     def physics(self) -> dict[str, np.ndarray]:
         """Snapshot of the current state (after any resets)."""
+        self._idle()
         return self._snapshot(self._current.copy(), self._obs.copy())
 
-    def step(self, actions: np.ndarray) -> StepOut:
+    def send(self, actions: np.ndarray) -> None:
+        """Start a step: the twins step their slabs while this process does other work until ``recv``."""
+        self._idle()
         self._act[:] = np.asarray(actions, dtype=np.float64).reshape(self._act.shape)
-        self._everywhere(_STEP, self._step_slab)
+        self._ask(_STEP)
+
+    def recv(self) -> StepOut:
+        """Finish the step ``send`` started: step this process's slab, wait for the twins."""
+        self._answer(self._step_slab)
         # Copies: the shared arrays are overwritten by the next step.
         return StepOut(self._obs.copy(), self._reward.copy(), self._terminated.copy(), self._truncated.copy(),
                        self._snapshot(self._after.copy(), self._final_obs.copy()))
@@ -373,7 +409,7 @@ class MujocoVecSim:
             e.close()
 
 
-class GymVecSim:
+class GymVecSim(SimBase):
     """Fallback for any registered env: gymnasium's SyncVectorEnv, same-step autoreset."""
 
     def __init__(self, env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | None = None):
@@ -401,8 +437,11 @@ class GymVecSim:
     def physics(self) -> dict[str, np.ndarray]:
         return {"obs": self._flat(self._obs)}
 
-    def step(self, actions: np.ndarray) -> StepOut:
-        obs, reward, terminated, truncated, info = self._env.step(actions)
+    def send(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def recv(self) -> StepOut:
+        obs, reward, terminated, truncated, info = self._env.step(self._actions)
         final = self._flat(obs)
         for i in np.flatnonzero(info.get("_final_obs", ())):
             final[i] = np.asarray(info["final_obs"][i], dtype=np.float64).reshape(-1)

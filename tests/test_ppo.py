@@ -8,7 +8,7 @@ from gymnasium.spaces import Box
 from reward_designer.policy import Policy
 from reward_designer.ppo import Collector, FlatAdam, PPOConfig, compute_gae, make_policy, train
 from reward_designer.presets import preset_for
-from reward_designer.vecsim import StepOut, make_vecsim
+from reward_designer.vecsim import SimBase, StepOut, make_vecsim
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -26,7 +26,7 @@ def test_gae_hand_computed():
     torch.testing.assert_close(ret[:, 0], torch.tensor([2.62, 2.0, 4.8]))
 
 
-class ScriptedSim:
+class ScriptedSim(SimBase):
     """Two envs, obs [3]: env 0 is truncated and env 1 terminated at their 2nd
     step. Observations encode (env, step, phase) so every snapshot is distinct."""
 
@@ -47,7 +47,10 @@ class ScriptedSim:
     def physics(self):
         return {"obs": self.current.copy()}
 
-    def step(self, actions):
+    def send(self, actions):
+        pass
+
+    def recv(self):
         self.t += 1
         final = self._obs(1.0)  # the state the step ended in
         ended = self.t == 2
@@ -117,7 +120,7 @@ def test_same_seed_same_weights():
     assert not torch.equal(a["obs_mean"], c["obs_mean"])
 
 
-class Bandit:
+class Bandit(SimBase):
     """One-step episodes; reward -(a - 0.5)^2: PPO must move its mean action to 0.5.
     (Wide action bounds, so clipping does not bias the optimum of a wide Gaussian.)"""
 
@@ -133,8 +136,11 @@ class Bandit:
     def physics(self):
         return {"obs": np.ones((64, 2))}
 
-    def step(self, actions):
-        reward = -np.square(actions[:, 0] - 0.5)
+    def send(self, actions):
+        self.actions = actions
+
+    def recv(self):
+        reward = -np.square(self.actions[:, 0] - 0.5)
         done = np.ones(64, dtype=bool)
         return StepOut(np.ones((64, 2)), reward, done, ~done, {"obs": np.ones((64, 2))})
 

@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import textwrap
 import time
 from pathlib import Path

@@ -169,3 +169,20 @@ def test_closing_one_of_several_twins_does_not_wait_on_the_others(tmp_path):
     )
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "closed", out.stderr[-2000:]
+
+
+def test_send_and_recv_pair_up():
+    sim = make_vecsim("HalfCheetah-v5", 4, seed=0, workers=2)
+    try:
+        sim.reset()
+        with pytest.raises(RuntimeError, match="no step in flight"):
+            sim.recv()
+        sim.send(np.zeros((4, 6)))
+        for misuse in (lambda: sim.send(np.zeros((4, 6))), sim.physics, sim.reset):
+            with pytest.raises(RuntimeError, match="in flight"):
+                misuse()
+        out = sim.recv()  # the step sent before the refused calls, unharmed
+        assert out.obs.shape == (4, 17) and not out.terminated.any()
+        np.testing.assert_array_equal(sim.physics()["qpos"], out.physics["qpos"])
+    finally:
+        sim.close()
