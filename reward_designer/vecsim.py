@@ -368,9 +368,11 @@ class MujocoVecSim(SimBase):
         if not self._in_flight:
             raise RuntimeError("no step in flight: send() actions first")
         self._in_flight = False
-        here(self._slabs[0])
-        for twin in self._twins:
-            twin.expect(_DONE)
+        try:
+            here(self._slabs[0])
+        finally:  # an error here still takes the twins' answers: the next request must not read them
+            for twin in self._twins:
+                twin.expect(_DONE)
 
     # --------------------------------------------------------------- the API
     def _snapshot(self, flat: np.ndarray, obs: np.ndarray) -> dict[str, np.ndarray]:

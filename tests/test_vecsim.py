@@ -1,6 +1,7 @@
 """The batched simulator against gymnasium, step for step, on the same actions."""
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -157,6 +158,33 @@ def test_an_env_that_raises_in_a_twin_is_reported_with_its_traceback(monkeypatch
     with pytest.raises(TwinDied, match="boom in a slab"):
         sim.step(np.zeros((2, 1)))
     sim.close()
+
+
+def test_an_env_that_raises_here_leaves_the_twins_in_step(monkeypatch):
+    from gymnasium.envs.mujoco.inverted_pendulum_v5 import InvertedPendulumEnv
+
+    step, calls = InvertedPendulumEnv.step, []
+
+    def broken_once(self, action):
+        if os.getpid() == parent and not calls:  # this process's slab, first step only
+            calls.append(1)
+            raise FloatingPointError("boom here")
+        return step(self, action)
+
+    monkeypatch.setattr(InvertedPendulumEnv, "step", broken_once)
+    parent = os.getpid()
+    sim = make_vecsim("InvertedPendulum-v5", 2, seed=0, workers=2)
+    try:
+        sim.reset()
+        with pytest.raises(FloatingPointError, match="boom here"):
+            sim.step(np.zeros((2, 1)))
+        # The twin's answer to that step was taken: requests and answers still pair up,
+        # with no stray answer left behind to be mistaken for the next one's.
+        assert sim.reset().shape == (2, 4)
+        assert sim.step(np.zeros((2, 1))).obs.shape == (2, 4)
+        assert select.select([sim._twins[0].recv_fd], [], [], 0.5)[0] == []
+    finally:
+        sim.close()
 
 
 def test_closing_one_of_several_twins_does_not_wait_on_the_others(tmp_path):
