@@ -212,3 +212,17 @@ def test_flat_adam_takes_torch_adams_steps_and_keeps_parameters_as_views():
     before = ours.log_std.detach().clone()
     flat.params.add_(1.0)
     torch.testing.assert_close(ours.log_std.detach(), before + 1.0)
+
+
+@pytest.mark.parametrize("rows", [8, 1024])  # torch's tanh below the size threshold, the sigmoid form above
+def test_tanh_module_matches_torch_tanh_and_its_gradient(rows):
+    from reward_designer.policy import Tanh
+
+    x = torch.randn(rows, 64, dtype=torch.float64, requires_grad=True)
+    ref = x.detach().clone().requires_grad_(True)
+    y, y_ref = Tanh()(x), torch.tanh(ref)
+    torch.testing.assert_close(y, y_ref)
+    w = torch.randn_like(y)
+    (y * w).sum().backward()
+    (y_ref * w).sum().backward()
+    torch.testing.assert_close(x.grad, ref.grad)
