@@ -24,7 +24,8 @@ Hopper starts at ``log_std_init=-0.5``: eval return at 1M, seeds 0-2, went from
 32 minibatches of 64 at a fixed 3e-4, as SB3's defaults, 3452 (3452 / 3521 /
 2706) but at a third of the speed (4.6k env-steps/s against ~14k); the same
 annealed 3214, with log_std -0.5 2810; 8 minibatches at a fixed 3e-4 2966;
-16 envs x 128 steps 3058; gamma 0.995 995 (it learns to stand still). SB3's
+16 envs x 128 steps 3058; SB3's minibatch, step size and no
+normalisation 2668; gamma 0.995 995 (it learns to stand still). SB3's
 defaults reach 3556 (1219 / 3556 / 3564): Hopper is not yet at par.
 
 The other tasks' entries are the base with the usual per-task changes
