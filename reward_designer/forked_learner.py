@@ -17,7 +17,6 @@ step size as 8 raw bytes.
 from __future__ import annotations
 
 import math
-import os
 import struct
 from typing import TYPE_CHECKING, Callable
 
@@ -58,7 +57,7 @@ class Peer:
         self.calls += 1
         torch.cat([grad, stats.detach()], out=mine)
         self.twin.send(READY)
-        while (msg := os.read(self.twin.recv_fd, 1)) != READY:
+        while (msg := self.twin.read(1)) != READY:
             self.on_message(msg)
         total = mine + theirs  # the same sum, bit for bit, on both sides
         total.mul_(0.5)

@@ -209,7 +209,7 @@ class Collector:
         returns, lengths, train_reward = [], [], 0.0
 
         def settle(t: int, out, env_action: np.ndarray, prev: dict | None, cut: np.ndarray,
-                   bootstrap: np.ndarray) -> None:
+                   bootstrap: np.ndarray | None) -> None:
             """Step t's reward (the program's, scaled, truncation bootstrap added) and episode records."""
             nonlocal train_reward
             done = out.terminated | out.truncated
@@ -222,7 +222,8 @@ class Collector:
                 reward = reward.detach().cpu().numpy().astype(np.float64).reshape(n)
             train_reward += float(reward.sum())
             reward = self.scale(reward, done)
-            reward[cut] += cfg.gamma * bootstrap
+            if bootstrap is not None:
+                reward[cut] += cfg.gamma * bootstrap
             rewards[t], dones[t] = reward, done
             self.ep_return += out.env_reward
             self.ep_length += 1
@@ -244,7 +245,7 @@ class Collector:
             out = sim.recv()
             cut = out.truncated & ~out.terminated
             # Normalized now, before the next observe() moves the statistics.
-            bootstrap = net.value(self.observe(out.physics["obs"], update=False)[cut]) if cut.any() else 0.0
+            bootstrap = net.value(self.observe(out.physics["obs"], update=False)[cut]) if cut.any() else None
             prev, self.prev = self.prev, (sim.physics() if self.reward_fn else None)
             pending = (t, out, env_action, prev, cut, bootstrap)
             self.next_obs = out.obs

@@ -358,7 +358,7 @@ class MujocoVecSim(SimBase):
             raise RuntimeError("a step is in flight: recv() it first")
 
     def _ask(self, request: bytes) -> None:
-        self._idle()
+        """``request`` to every twin; the caller has checked ``_idle``."""
         for twin in self._twins:
             twin.send(request)
         self._in_flight = True
@@ -381,6 +381,7 @@ class MujocoVecSim(SimBase):
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         seed = self._seed if seed is None else seed
+        self._idle()
         self._ask(_RESET + struct.pack("q", seed))
         self._answer(lambda slab: self._reset_slab(slab, seed))
         return self._obs.copy()

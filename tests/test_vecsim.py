@@ -187,7 +187,7 @@ def test_an_env_that_raises_here_leaves_the_twins_in_step(monkeypatch):
         sim.close()
 
 
-def test_closing_one_of_several_twins_does_not_wait_on_the_others(tmp_path):
+def test_closing_one_of_several_twins_does_not_wait_on_the_others():
     # Each twin must hold no copy of another twin's pipe: else close() would hang.
     code = (
         "from reward_designer.vecsim import make_vecsim\n"
