@@ -27,6 +27,14 @@ annealed 3214, with log_std -0.5 2810; 8 minibatches at a fixed 3e-4 2966;
 16 envs x 128 steps 3058; SB3's minibatch, step size and no
 normalisation 2668; gamma 0.995 995 (it learns to stand still). SB3's
 defaults reach 3556 (1219 / 3556 / 3564): Hopper is not yet at par.
+Seeds 3 and 4 of this preset give 3070 and 2618 (median of 5: 3070). Also
+tried on seeds 0-2 and not kept (medians): ``desired_kl`` 0.005 / 0.015 / 0.02 /
+0.03 / 0.05 gave 1396 / 2748 / 3257 / 2115 / 1802 (0.02's seeds 3 and 4:
+2828 and 538); 4 minibatches 2954, with ``desired_kl`` 0.02 2069; 20 epochs
+with 0.02 1121; ``gae_lambda`` 0.97 with 0.02 2385; 16 envs x 128 steps with
+0.02 2987; ``log_std_init=-1`` 2844; one step-size change per update (on its
+last KL) instead of per minibatch, 0.02, 2936. Runs that fail end near 1000
+(the hopper falls); the ones that hop level off at 3000-3350 at this batch.
 
 The other tasks' entries are the base with the usual per-task changes
 (rl-baselines3-zoo), not tuned here.
