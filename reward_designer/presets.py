@@ -33,8 +33,11 @@ tried on seeds 0-2 and not kept (medians): ``desired_kl`` 0.005 / 0.015 / 0.02 /
 2828 and 538); 4 minibatches 2954, with ``desired_kl`` 0.02 2069; 20 epochs
 with 0.02 1121; ``gae_lambda`` 0.97 with 0.02 2385; 16 envs x 128 steps with
 0.02 2987; ``log_std_init=-1`` 2844; one step-size change per update (on its
-last KL) instead of per minibatch, 0.02, 2936. Runs that fail end near 1000
-(the hopper falls); the ones that hop level off at 3000-3350 at this batch.
+last KL) instead of per minibatch, 0.02, 2936; 16 minibatches at a fixed 3e-4
+3035 (7k env-steps/s). Runs that fail end near 1000 (the hopper falls); the
+ones that hop level off at 3000-3350 at this batch. SB3's 32 minibatches at a
+fixed 3e-4 (log_std 0) also give 3364 / 3299 on seeds 3 and 4 (median of 5:
+3364): the steadiest setting, but still short of 3556, at 4.6k env-steps/s.
 
 The other tasks' entries are the base with the usual per-task changes
 (rl-baselines3-zoo), not tuned here.
