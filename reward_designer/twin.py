@@ -105,7 +105,7 @@ class Twin:
 
     def expect(self, msg: bytes) -> None:
         """In the parent: wait for the one-byte answer ``msg``; anything else raises ``TwinDied``."""
-        got = os.read(self.recv_fd, 1)
+        got = self.read(1)
         if got != msg:
             self.fail(got)
 

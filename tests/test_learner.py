@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from reward_designer.forked_learner import ForkedLearner
-from reward_designer.twin import TwinDied
 from reward_designer.ppo import Batch, Collector, Learner, PPOConfig, compute_gae, make_learner, make_policy, train
+from reward_designer.twin import TwinDied
 from reward_designer.vecsim import cpu_cores, make_vecsim
 
 pytestmark = pytest.mark.filterwarnings("ignore")
