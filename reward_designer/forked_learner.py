@@ -2,7 +2,7 @@
 
 Collecting a rollout keeps both cores busy (the simulator steps a slab of envs
 per core); the update, run alone, used one. Two threads cannot share it: the
-update's many small torch calls serialize on the GIL. A forked twin
+update's many small array ops serialize on the GIL. A forked twin
 (``twin.Twin``) has its own interpreter. Twin and parent hold the same
 weights, the same optimizer state and the same random generator (fork copies
 them), run the same ``ppo.update``, and before every optimizer step average
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from reward_designer.twin import ParentGone, Twin, shared_array
 
@@ -44,24 +45,25 @@ def _parent_gone(msg: bytes) -> None:
 class Peer:
     """One side of a two-process average: each writes its vector, then reads the other's."""
 
-    def __init__(self, rank: int, mine: list[torch.Tensor], theirs: list[torch.Tensor], twin: Twin,
+    def __init__(self, rank: int, mine: list[np.ndarray], theirs: list[np.ndarray], twin: Twin,
                  on_message: Callable[[bytes], None]):
         self.rank, self.mine, self.theirs, self.twin = rank, mine, theirs, twin
         self.on_message = on_message  # anything but READY from the other side
         self.calls = 0
 
-    def average(self, grad: torch.Tensor, stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``grad`` (flat) and ``stats`` averaged with the other process's: new tensors."""
+    def average(self, grad: np.ndarray, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``grad`` (flat) and ``stats`` averaged with the other process's: new arrays."""
         # Two buffers each, alternating: the other side may still be reading the last one.
         mine, theirs = self.mine[self.calls % 2], self.theirs[self.calls % 2]
         self.calls += 1
-        torch.cat([grad, stats.detach()], out=mine)
+        n = grad.shape[0]
+        mine[:n], mine[n:] = grad, stats
         self.twin.send(READY)
         while (msg := self.twin.read(1)) != READY:
             self.on_message(msg)
         total = mine + theirs  # the same sum, bit for bit, on both sides
-        total.mul_(0.5)
-        return total[: grad.numel()], total[grad.numel() :]
+        total *= 0.5
+        return total[:n], total[n:]
 
 
 class ForkedLearner:
@@ -71,8 +73,8 @@ class ForkedLearner:
         """``shapes``: a ``Batch`` of the batch tensors' shapes."""
         self.inline, self.policy, self.cfg = inline, inline.policy, inline.cfg
         self.data = type(shapes)(*(_shared(*shape) for shape in shapes))
-        width = inline.optimizer.params.numel() + 5  # the flat gradient, then the statistics
-        self._bufs = [[_shared(width), _shared(width)] for _ in range(2)]  # [rank][parity]
+        width = inline.optimizer.params.shape[0] + 5  # the flat gradient, then the statistics
+        self._bufs = [[shared_array((width,), np.float32) for _ in range(2)] for _ in range(2)]  # [rank][parity]
         self.twin = Twin(self._serve, on_fork)
         self._peer = Peer(0, self._bufs[0], self._bufs[1], self.twin, self.twin.fail)
 
@@ -81,6 +83,7 @@ class ForkedLearner:
         # One thread, as the parent's update: an OpenMP pool the parent started
         # before the fork does not work in a child (it would hang).
         torch.set_num_threads(1)
+        threadpool_limits(1, user_api="blas")
         peer = Peer(1, self._bufs[1], self._bufs[0], twin, _parent_gone)
         while twin.read(1) == UPDATE:
             (lr,) = struct.unpack("d", twin.read(8))

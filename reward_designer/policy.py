@@ -10,40 +10,24 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-class _TanhFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        y = torch.sigmoid(x * 2).mul_(2).sub_(1)
-        ctx.save_for_backward(y)
-        return y
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
-    @staticmethod
-    def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        return torch.ops.aten.tanh_backward(grad, y)
-
-
-class Tanh(nn.Module):
-    """tanh as 2*sigmoid(2x)-1: torch's CPU tanh runs at ~1/3 the speed of its
-    sigmoid here and was 30% of a PPO update (64-unit MLP, minibatch 2048).
-    Below ~16k elements (a 256-row minibatch) the Python autograd.Function costs
-    more than it saves (forward + backward on 64 x 64: 72 us vs tanh's 42 us)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.requires_grad and x.numel() >= 16384:
-            return _TanhFn.apply(x)
-        return torch.tanh(x)  # small batches: one kernel (and no Python autograd.Function) beats three
-
-
-ACTIVATIONS = {"tanh": Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+# The same activations on arrays, numpy or torch (``xp`` is the module): the
+# function, and its derivative written in its output y, which backprop keeps.
+ARRAY_ACTIVATIONS = {
+    "tanh": (lambda xp, x: xp.tanh(x), lambda y: 1 - y * y),
+    "relu": (lambda xp, x: x * (x > 0), lambda y: y > 0),
+    "elu": (lambda xp, x: xp.where(x > 0, x, xp.expm1(x.clip(max=0))), lambda y: 1 + y * (y < 0)),
+}
 
 
 def _mlp(sizes: list[int], activation: str, out_gain: float) -> nn.Sequential:
@@ -120,20 +104,7 @@ class Policy(nn.Module):
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         return ((obs - self._shift) * self._scale).clamp(-self.obs_clip, self.obs_clip)
 
-    # ----------------------------------------------------------------- heads
-    def value(self, nobs: torch.Tensor) -> torch.Tensor:
-        """V of normalized observations, [b]."""
-        return self.critic(nobs).squeeze(-1)
-
-    def log_prob(self, nobs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """log pi(a|s) [b] and the policy's entropy [b]; a diagonal Gaussian written out
-        (torch.distributions costs more per call than the math here)."""
-        mean = self.actor(nobs)
-        z = (actions - mean) * torch.exp(-self.log_std)
-        logp = (-0.5 * z.square() - self.log_std - _HALF_LOG_2PI).sum(-1)
-        entropy = (self.log_std + _HALF_LOG_2PI + 0.5).sum().expand(nobs.shape[0])
-        return logp, entropy
-
+    # ----------------------------------------------------------------- acting
     def clip(self, actions: torch.Tensor) -> torch.Tensor:
         return torch.max(torch.min(actions, self.act_high), self.act_low)
 
@@ -174,11 +145,47 @@ class Policy(nn.Module):
         return out
 
 
-NUMPY_ACTIVATIONS = {
-    "tanh": np.tanh,
-    "relu": lambda x: np.maximum(x, 0.0),
-    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
-}
+class ArrayNets(NamedTuple):
+    """The actor-critic's parameters as arrays: per MLP ``[(w [in, out], b [out]), ...]``, and the log-std.
+
+    Built over named arrays (``Policy`` parameter names), numpy or torch: the
+    parameters themselves, or a gradient laid out like them, to write into.
+    """
+
+    actor: list
+    critic: list
+    log_std: Any
+
+    @classmethod
+    def of(cls, named: dict) -> "ArrayNets":
+        def mlp(prefix: str) -> list:
+            layers = sorted({int(k.split(".")[1]) for k in named if k.startswith(prefix + ".")})
+            return [(named[f"{prefix}.{i}.weight"].T, named[f"{prefix}.{i}.bias"]) for i in layers]
+
+        return cls(mlp("actor"), mlp("critic"), named["log_std"])
+
+
+def mlp_forward(layers: list, x, act) -> list:
+    """Every layer's output, the input first: ``[x, h1, ..., out]`` (``act(x)``: the hidden activation)."""
+    outs = [x]
+    for i, (w, b) in enumerate(layers):
+        x = x @ w + b
+        if i < len(layers) - 1:
+            x = act(x)
+        outs.append(x)
+    return outs
+
+
+def mlp_backward(layers: list, outs: list, d_out, grads: list, act_grad) -> None:
+    """Backpropagate ``d_out`` (d loss / d output) through ``mlp_forward``'s ``outs``;
+    each layer's d loss / d w and / d b are written into ``grads`` (same layout as ``layers``)."""
+    d = d_out
+    for i in reversed(range(len(layers))):
+        gw, gb = grads[i]
+        gw[...] = outs[i].T @ d
+        gb[...] = d.sum(0)
+        if i:
+            d = (d @ layers[i][0].T) * act_grad(outs[i])
 
 
 class NumpyPolicy:
@@ -192,31 +199,21 @@ class NumpyPolicy:
     """
 
     def __init__(self, policy: Policy):
-        def layers(net: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
-            return [(m.weight.detach().cpu().numpy().T, m.bias.detach().cpu().numpy())
-                    for m in net if isinstance(m, nn.Linear)]
-
-        self.actor, self.critic = layers(policy.actor), layers(policy.critic)
-        self.log_std = policy.log_std.detach().cpu().numpy()
+        self.nets = ArrayNets.of({k: p.detach().cpu().numpy() for k, p in policy.named_parameters()})
         self.act_low, self.act_high = policy.act_low.cpu().numpy(), policy.act_high.cpu().numpy()
-        self.activation = NUMPY_ACTIVATIONS[policy.arch["activation"]]
-
-    def _mlp(self, x: np.ndarray, layers) -> np.ndarray:
-        for i, (w, b) in enumerate(layers):
-            x = x @ w + b
-            if i < len(layers) - 1:
-                x = self.activation(x)
-        return x
+        fn = ARRAY_ACTIVATIONS[policy.arch["activation"]][0]
+        self.activation = lambda x: fn(np, x)
 
     def value(self, nobs: np.ndarray) -> np.ndarray:
-        return self._mlp(nobs, self.critic)[:, 0]
+        return mlp_forward(self.nets.critic, nobs, self.activation)[-1][:, 0]
 
     def sample(self, nobs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Sampled actions (unclipped) [b, act_dim] and their log-probabilities [b]."""
-        mean = self._mlp(nobs, self.actor)
+        mean = mlp_forward(self.nets.actor, nobs, self.activation)[-1]
+        log_std = self.nets.log_std
         noise = rng.standard_normal(mean.shape, dtype=np.float32)
-        logp = (-0.5 * noise * noise - self.log_std - np.float32(_HALF_LOG_2PI)).sum(1)
-        return mean + noise * np.exp(self.log_std), logp
+        logp = (-0.5 * noise * noise - log_std - np.float32(HALF_LOG_2PI)).sum(1)
+        return mean + noise * np.exp(log_std), logp
 
     def clip(self, actions: np.ndarray) -> np.ndarray:
         return np.clip(actions, self.act_low, self.act_high)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from gymnasium.spaces import Box
 
-from reward_designer.policy import Policy
-from reward_designer.ppo import Collector, FlatAdam, PPOConfig, compute_gae, make_policy, train
+from reward_designer.policy import ArrayNets, Policy
+from reward_designer.ppo import Batch, Collector, FlatAdam, PPOConfig, compute_gae, make_policy, ppo_gradient, train
 from reward_designer.presets import preset_for
 from reward_designer.vecsim import SimBase, StepOut, make_vecsim
 
@@ -72,7 +72,7 @@ def test_truncation_bootstraps_the_final_observation_and_termination_does_not():
     sim, policy, ro = scripted_collect()
     final_env0 = torch.tensor([[0.0, 2.0, 1.0]])  # env 0 at step 2, before its reset
     with torch.no_grad():
-        bootstrap = 0.9 * policy.value(final_env0)[0]
+        bootstrap = 0.9 * policy.critic(final_env0)[0, 0]
     torch.testing.assert_close(ro.rewards[1, 0], 1.0 + bootstrap)
     assert ro.rewards[1, 1] == 1.0  # terminated: no bootstrap
     assert ro.rewards[0].tolist() == [1.0, 1.0] and ro.rewards[2].tolist() == [1.0, 1.0]
@@ -175,9 +175,9 @@ def test_numpy_twin_matches_torch(activation):
     net = policy.numpy()
     nobs = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
     with torch.no_grad():
-        np.testing.assert_allclose(net.value(nobs), policy.value(torch.from_numpy(nobs)).numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(net.value(nobs), policy.critic(torch.from_numpy(nobs))[:, 0], rtol=1e-5, atol=1e-6)
         actions, logp = net.sample(nobs, np.random.default_rng(1))
-        torch_logp, _ = policy.log_prob(torch.from_numpy(nobs), torch.from_numpy(actions))
+        torch_logp = log_prob(policy, torch.from_numpy(nobs), torch.from_numpy(actions))
     np.testing.assert_allclose(logp, torch_logp.numpy(), rtol=1e-5, atol=1e-5)
 
 
@@ -190,6 +190,83 @@ def test_presets():
         PPOConfig.from_dict({"learning_rate": 1.0})
 
 
+def log_prob(policy: Policy, nobs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """log pi(a|s) through torch.distributions: the reference for the hand-written math."""
+    dist = torch.distributions.Normal(policy.actor(nobs), policy.log_std.exp())
+    return dist.log_prob(actions).sum(-1)
+
+
+def autograd_ppo_loss(policy: Policy, mb: Batch, cfg: PPOConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The PPO loss as CleanRL writes it, through autograd: the reference for ``ppo_gradient``."""
+    log_ratio = log_prob(policy, mb.obs, mb.actions) - mb.logp
+    ratio = log_ratio.exp()
+    pg_loss = torch.max(-mb.advantages * ratio,
+                        -mb.advantages * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+    value = policy.critic(mb.obs)[:, 0]
+    v_err = (value - mb.returns).square()
+    if cfg.clip_vloss:
+        v_clipped = mb.values + (value - mb.values).clamp(-cfg.clip_coef, cfg.clip_coef)
+        v_err = torch.max(v_err, (v_clipped - mb.returns).square())
+    v_loss = 0.5 * v_err.mean()
+    entropy = torch.distributions.Normal(0.0, policy.log_std.exp()).entropy().sum()
+    loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+    with torch.no_grad():
+        stats = [pg_loss, v_loss, entropy, ((ratio - 1) - log_ratio).mean(),
+                 ((ratio - 1).abs() > cfg.clip_coef).float().mean()]
+    return loss, stats
+
+
+def random_minibatch(policy: Policy, b: int, seed: int) -> Batch:
+    """Actions near the policy's, old log-probabilities off by up to +-0.5: some ratios clip, some not."""
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(b, policy.arch["obs_dim"], generator=g)
+    with torch.no_grad():
+        actions = policy.actor(obs) + 0.5 * torch.randn(b, policy.arch["act_dim"], generator=g)
+        logp = log_prob(policy, obs, actions) + torch.empty(b).uniform_(-0.5, 0.5, generator=g)
+        values = policy.critic(obs)[:, 0] + 0.3 * torch.randn(b, generator=g)
+    return Batch(obs, actions, logp, values, torch.randn(b, generator=g), values + torch.randn(b, generator=g))
+
+
+@pytest.mark.parametrize("activation, clip_vloss, ent_coef", [
+    ("tanh", False, 0.0), ("tanh", True, 0.01), ("relu", True, 0.0), ("elu", False, 0.01)])
+def test_hand_written_ppo_gradient_matches_autograd(activation, clip_vloss, ent_coef):
+    cfg = PPOConfig(activation=activation, clip_vloss=clip_vloss, ent_coef=ent_coef, clip_coef=0.1)
+    torch.manual_seed(0)
+    policy = Policy(5, 2, [-1, -1], [1, 1], hidden=(16, 8), activation=activation, log_std_init=-0.5)
+    mb = random_minibatch(policy, 64, seed=1)
+    ref = Policy(5, 2, [-1, -1], [1, 1], hidden=(16, 8), activation=activation)
+    ref.load_state_dict(policy.state_dict())
+    loss, ref_stats = autograd_ppo_loss(ref, mb, cfg)
+    loss.backward()
+
+    flat = FlatAdam(policy, lr=0.0)
+    grad = np.zeros_like(flat.params)
+    stats = ppo_gradient(ArrayNets.of(flat.views(flat.params)), ArrayNets.of(flat.views(grad)),
+                         Batch(*(t.numpy() for t in mb)), cfg, activation, np)
+    assert 0.05 < float(stats[4]) < 0.95  # both sides of the clip are exercised
+    np.testing.assert_allclose([float(x) for x in stats], [float(x) for x in ref_stats], rtol=1e-5, atol=1e-7)
+    ours = flat.views(grad)
+    for name, p in ref.named_parameters():
+        np.testing.assert_allclose(ours[name], p.grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_ppo_gradient_runs_on_torch_arrays_as_on_numpy():
+    # What --device cuda runs: the same function on torch tensors (here on the CPU).
+    cfg = PPOConfig(clip_vloss=True)
+    torch.manual_seed(0)
+    policy = Policy(5, 2, [-1, -1], [1, 1], hidden=(16, 8), log_std_init=-0.5)
+    mb = random_minibatch(policy, 64, seed=2)
+    flat = FlatAdam(policy, lr=0.0)
+    params = torch.from_numpy(flat.params)
+    grads = {xp: xp.zeros_like(params if xp is torch else flat.params) for xp in (np, torch)}
+    stats = {xp: ppo_gradient(ArrayNets.of(flat.views(params if xp is torch else flat.params)),
+                              ArrayNets.of(flat.views(grads[xp])),
+                              mb if xp is torch else Batch(*(t.numpy() for t in mb)), cfg, "tanh", xp)
+             for xp in (np, torch)}
+    np.testing.assert_allclose(grads[torch].numpy(), grads[np], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose([float(x) for x in stats[torch]], [float(x) for x in stats[np]], rtol=1e-5)
+
+
 def test_flat_adam_takes_torch_adams_steps_and_keeps_parameters_as_views():
     torch.manual_seed(0)
     ours, ref = Policy(5, 2, [-1, -1], [1, 1]), Policy(5, 2, [-1, -1], [1, 1])
@@ -198,31 +275,16 @@ def test_flat_adam_takes_torch_adams_steps_and_keeps_parameters_as_views():
     adam = torch.optim.Adam(ref.parameters(), lr=3e-3, eps=1e-5)
     x, a = torch.randn(32, 5), torch.randn(32, 2)
     for step in range(5):
-        for policy in (ours, ref):
-            policy.zero_grad()
-            logp, _ = policy.log_prob(x, a)
-            (-(logp.mean()) + policy.value(x).square().mean()).backward()
-        grad = flat.gradient()
-        assert grad.shape == flat.params.shape
-        flat.step(grad)
+        adam.zero_grad()
+        (-(log_prob(ref, x, a).mean()) + ref.critic(x).square().mean()).backward()
+        grad = flat.views(np.zeros_like(flat.params))
+        for name, p in ref.named_parameters():
+            grad[name][...] = p.grad.numpy()
+        flat.step(np.concatenate([g.reshape(-1) for g in grad.values()]))
         adam.step()
         for p, q in zip(ours.parameters(), ref.parameters()):
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
     # The module's parameters are views of the flat vector: a step moves them.
     before = ours.log_std.detach().clone()
-    flat.params.add_(1.0)
+    flat.params += 1.0
     torch.testing.assert_close(ours.log_std.detach(), before + 1.0)
-
-
-@pytest.mark.parametrize("rows", [8, 1024])  # torch's tanh below the size threshold, the sigmoid form above
-def test_tanh_module_matches_torch_tanh_and_its_gradient(rows):
-    from reward_designer.policy import Tanh
-
-    x = torch.randn(rows, 64, dtype=torch.float64, requires_grad=True)
-    ref = x.detach().clone().requires_grad_(True)
-    y, y_ref = Tanh()(x), torch.tanh(ref)
-    torch.testing.assert_close(y, y_ref)
-    w = torch.randn_like(y)
-    (y * w).sum().backward()
-    (y_ref * w).sum().backward()
-    torch.testing.assert_close(x.grad, ref.grad)
