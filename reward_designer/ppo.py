@@ -5,6 +5,11 @@ simulator with the reward from a batched reward program (or the env's own);
 ``compute_gae`` turns them into advantages; ``update`` runs ``update_epochs``
 passes of clipped-objective minibatch steps over the batch.
 
+The loss's gradient is written out by hand (``ppo_gradient``), on numpy
+arrays on the CPU and torch tensors on other devices: with 64-unit nets,
+autograd's per-op overhead cost several times the math. The tests check it
+against autograd of the loss as CleanRL writes it.
+
 Truncation vs termination: an episode cut by the time limit did not end in the
 MDP, so its last reward gets ``gamma * V(final obs)`` added, where the final
 observation is ``StepOut.physics["obs"]`` (the state before the autoreset); a
@@ -277,7 +282,7 @@ class FlatAdam:
             offset += p.numel()
         self.params = flat.numpy() if flat.device.type == "cpu" else flat
         self.lr, self.eps, self.betas = lr, eps, betas
-        self.m, self.v = self.params * 0, self.params * 0
+        self.m, self.v = self.params * 0, self.params * 0  # zeros, numpy or torch as params
         self.t = 0
 
     def views(self, flat) -> dict:
