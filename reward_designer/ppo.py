@@ -305,8 +305,9 @@ def ppo_gradient(net: ArrayNets, grad: ArrayNets, mb: Batch, cfg: PPOConfig, act
 
     loss = clipped surrogate - ent_coef * entropy + vf_coef * value loss, each a
     mean over the minibatch (``mb.advantages`` already normalized). Written out
-    by hand rather than through autograd: on 64-sample minibatches autograd's
-    per-op cost was ~5x the math (0.7 ms a step against 0.14 in numpy).
+    by hand rather than through autograd, whose per-op cost dominated on these
+    small nets: a whole 64-sample step took 0.92 ms with autograd, 0.24 ms so
+    (1024 samples: 2.5 ms, 1.5 ms).
     ``xp`` is numpy or torch, whichever ``net``'s arrays are.
     """
     act, act_grad = ARRAY_ACTIVATIONS[activation]
