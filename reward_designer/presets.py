@@ -22,18 +22,20 @@ the return.
 
 Hopper takes SB3's minibatches and step size: 32 minibatches of 64 at a fixed
 3e-4, log_std 0 (kept: 32 envs x 64 steps, observation and return
-normalisation). Eval return at 1M, seeds 0-4: 3561 / 3130 / 2923 / 3225 / 3334
-(median 3225); with the autograd update this file was first tuned on, the
-same recipe gave 3452 / 3521 / 2706 / 3364 / 3299. Every one of the 10 runs
-hops. ~11.5k env-steps/s since the gradient is written out by hand (4.6k
-before, which is why it was not the preset then).
+normalisation). Eval return at 1M, seeds 0-7: 3561 / 3130 / 2923 / 3225 /
+3334 / 3270 / 3296 / 3293 (median 3281); with the autograd update this file
+was first tuned on, the same recipe gave 3452 / 3521 / 2706 / 3364 / 3299 on
+seeds 0-4. Every one of the 13 runs hops. ~10.5k env-steps/s since the
+gradient is written out by hand (4.6k before, which is why it was not the
+preset then).
 
 Hopper at 1M steps is bimodal and chaotic: a run learns to hop (2700-3600) or
 falls (300-2000), and which one a seed gets changes with float rounding. The
 preset this replaced (the base with log_std -0.5) gave 3247 / 3149 / 2933 /
 3070 / 2618 on seeds 0-4 with the autograd update, and 3206 / 786 / 938 / 511 /
 279 with the hand-written one, which matches it to ~1e-7 after three updates
-on the same batch. Settings are compared here by how many of 5 seeds hop, not
+on the same batch; on seeds 5-7 it fell with both (396 / 2811 / 386 and
+659 / 3101 / 359): its 5 of 5 had been luck. Settings are compared here by how many of 5 seeds hop, not
 by one median of 3. SB3's defaults give 1219 / 3556 / 3564 (median 3556: not
 yet at par); the same settings in this PPO (1 env x 2048 steps, no
 normalisation) give 3585 / 842 / 1563.
