@@ -45,7 +45,9 @@ changes to this preset: no return normalisation 870 (870 / 1863 / 566); no
 observation normalisation 3112 (3112 / 3581 / 2287); the step size annealed
 2907; 5 epochs 3247 (3332 / 2252 / 3247); 64 minibatches of 32 2399;
 ``desired_kl`` 0.01 with log_std -0.5 3286 (3361 / 3115 / 3286, but seed 3
-fell: 1397), 0.02 1996; 16 minibatches with ``desired_kl`` 0.01 2655. Earlier,
+fell: 1397), 0.02 1996; 16 minibatches with ``desired_kl`` 0.01 2655; ``ent_coef`` 0.001 3320
+(955 / 3453 / 3320); 128-unit nets 3316 (3604 / 3316 / 2707, at 6.4k env-steps/s);
+16 envs x 128 steps 3309 (3471 / 3116 / 3309). Earlier,
 with the autograd update and the old preset (medians of seeds 0-2):
 ``desired_kl`` 0.005 / 0.015 / 0.02 / 0.03 / 0.05 gave 1396 / 2748 / 3257 /
 2115 / 1802; 4 minibatches 2954; 20 epochs 1121; ``gae_lambda`` 0.97 2385; 16
