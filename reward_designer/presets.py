@@ -33,22 +33,22 @@ Hopper at 1M steps is bimodal and chaotic: a run learns to hop (2700-3600) or
 falls (300-2000), and which one a seed gets changes with float rounding. The
 preset this replaced (the base with log_std -0.5) gave 3247 / 3149 / 2933 /
 3070 / 2618 on seeds 0-4 with the autograd update, and 3206 / 786 / 938 / 511 /
-279 with the hand-written one, which matches it to ~1e-7 after three updates
-on the same batch; on seeds 5-7 it fell with both (396 / 2811 / 386 and
-659 / 3101 / 359): its 5 of 5 had been luck. Settings are compared here by how many of 5 seeds hop, not
-by one median of 3. SB3's defaults give 1219 / 3556 / 3564 (median 3556: not
-yet at par); the same settings in this PPO (1 env x 2048 steps, no
-normalisation) give 3585 / 842 / 1563.
+279 with the hand-written one, which matches it to ~1e-7 after three updates on
+the same batch; on seeds 5-7 it fell with both (396 / 2811 / 386 and 659 / 3101
+/ 359): its 5 of 5 had been luck. Settings are compared here by how many of 5-8
+seeds hop, not by one median of 3. SB3's defaults give 1219 / 3556 / 3564
+(median 3556: not yet at par); the same settings in this PPO (1 env x 2048
+steps, no normalisation) give 3585 / 842 / 1563.
 
 Tried on seeds 0-2 with the hand-written update and not kept (medians), as
 changes to this preset: no return normalisation 870 (870 / 1863 / 566); no
 observation normalisation 3112 (3112 / 3581 / 2287); the step size annealed
 2907; 5 epochs 3247 (3332 / 2252 / 3247); 64 minibatches of 32 2399;
 ``desired_kl`` 0.01 with log_std -0.5 3286 (3361 / 3115 / 3286, but seed 3
-fell: 1397), 0.02 1996; 16 minibatches with ``desired_kl`` 0.01 2655; ``ent_coef`` 0.001 3320
-(955 / 3453 / 3320); 128-unit nets 3316 (3604 / 3316 / 2707, at 6.4k env-steps/s);
-16 envs x 128 steps 3309 (3471 / 3116 / 3309). Earlier,
-with the autograd update and the old preset (medians of seeds 0-2):
+fell: 1397), 0.02 1996; 16 minibatches with ``desired_kl`` 0.01 2655;
+``ent_coef`` 0.001 3320 (955 / 3453 / 3320); 128-unit nets 3316 (3604 / 3316 /
+2707, at 6.4k env-steps/s); 16 envs x 128 steps 3309 (3471 / 3116 / 3309).
+Earlier, with the autograd update and the old preset (medians of seeds 0-2):
 ``desired_kl`` 0.005 / 0.015 / 0.02 / 0.03 / 0.05 gave 1396 / 2748 / 3257 /
 2115 / 1802; 4 minibatches 2954; 20 epochs 1121; ``gae_lambda`` 0.97 2385; 16
 envs x 128 steps 2987; ``log_std_init=-1`` 2844; gamma 0.995 995 (it learns to
