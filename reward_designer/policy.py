@@ -7,6 +7,7 @@ run code.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -28,6 +29,12 @@ ARRAY_ACTIVATIONS = {
     "relu": (lambda xp, x: x * (x > 0), lambda y: y > 0),
     "elu": (lambda xp, x: xp.where(x > 0, x, xp.expm1(x.clip(max=0))), lambda y: 1 + y * (y < 0)),
 }
+
+
+def array_activation(name: str, xp) -> tuple:
+    """``name``'s (function, derivative from the output) on ``xp``'s arrays (numpy or torch)."""
+    fn, grad = ARRAY_ACTIVATIONS[name]
+    return functools.partial(fn, xp), grad
 
 
 def _mlp(sizes: list[int], activation: str, out_gain: float) -> nn.Sequential:
@@ -201,8 +208,7 @@ class NumpyPolicy:
     def __init__(self, policy: Policy):
         self.nets = ArrayNets.of({k: p.detach().cpu().numpy() for k, p in policy.named_parameters()})
         self.act_low, self.act_high = policy.act_low.cpu().numpy(), policy.act_high.cpu().numpy()
-        fn = ARRAY_ACTIVATIONS[policy.arch["activation"]][0]
-        self.activation = lambda x: fn(np, x)
+        self.activation = array_activation(policy.arch["activation"], np)[0]
 
     def value(self, nobs: np.ndarray) -> np.ndarray:
         return mlp_forward(self.nets.critic, nobs, self.activation)[-1][:, 0]

@@ -23,7 +23,6 @@ The math is this file's; only where the halves are computed changes.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections import deque
@@ -36,7 +35,7 @@ from gymnasium.spaces import Box
 from threadpoolctl import threadpool_limits
 
 from reward_designer.forked_learner import ForkedLearner
-from reward_designer.policy import ARRAY_ACTIVATIONS, HALF_LOG_2PI, ArrayNets, Policy, mlp_backward, mlp_forward
+from reward_designer.policy import HALF_LOG_2PI, ArrayNets, Policy, array_activation, mlp_backward, mlp_forward
 from reward_designer.vecsim import cpu_cores
 
 RewardFn = Callable[[dict, dict, torch.Tensor, np.ndarray], torch.Tensor]
@@ -310,8 +309,7 @@ def ppo_gradient(net: ArrayNets, grad: ArrayNets, mb: Batch, cfg: PPOConfig, act
     (1024 samples: 2.5 ms, 1.5 ms).
     ``xp`` is numpy or torch, whichever ``net``'s arrays are.
     """
-    act, act_grad = ARRAY_ACTIVATIONS[activation]
-    act = functools.partial(act, xp)
+    act, act_grad = array_activation(activation, xp)
     b = mb.advantages.shape[0]
 
     # Policy: log pi(a|s) of a diagonal Gaussian, z = (a - mean) / std.
