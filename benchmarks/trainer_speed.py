@@ -8,6 +8,8 @@ env construction and process start excluded), on the env's own reward. Rows:
   vecsim            our batched simulator alone, random actions, no learning
   ours              our PPO with the env's preset (batched simulator, both cores)
   ours+reward       the same, reward from a batched program written against state.State
+  ours+heavy-reward the same program computed 10 times per step: a costlier reward, which
+                    the simulator's slab balance moves work away from (vecsim.py)
   sb3-defaults      SB3 PPO("MlpPolicy", env), one env
   sb3-tuned         SB3 PPO, 16 envs in a DummyVecEnv, n_steps 128, batch_size 512
 
@@ -28,7 +30,7 @@ import subprocess
 import sys
 import time
 
-ROWS = ["raw mj_step", "vecsim", "ours", "ours+reward", "sb3-defaults", "sb3-tuned"]
+ROWS = ["raw mj_step", "vecsim", "ours", "ours+reward", "ours+heavy-reward", "sb3-defaults", "sb3-tuned"]
 
 
 def compute_reward(state, action):
@@ -62,7 +64,7 @@ def child(row: str, env_id: str, steps: int, overrides: dict) -> float:
     from reward_designer.presets import preset_for
     from reward_designer.vecsim import make_vecsim
 
-    if row in ("vecsim", "ours", "ours+reward"):
+    if row in ("vecsim", "ours", "ours+reward", "ours+heavy-reward"):
         cfg = PPOConfig.from_dict({**preset_for(env_id), **overrides, "total_steps": steps})
         sim = make_vecsim(env_id, cfg.num_envs, seed=0)
         if row == "vecsim":
@@ -74,11 +76,13 @@ def child(row: str, env_id: str, steps: int, overrides: dict) -> float:
                 sim.step(actions[k % 64])
             return steps // sim.num_envs * sim.num_envs / (time.perf_counter() - t0)
         def reward_fn(prev, now, actions, done):
-            state = st.state_pair(prev, now, sim.layout, sim.dt, cfg.device)
-            return compute_reward(state, actions)[0]
+            for _ in range(10 if row == "ours+heavy-reward" else 1):
+                state = st.state_pair(prev, now, sim.layout, sim.dt, cfg.device)
+                reward = compute_reward(state, actions)[0]
+            return reward
 
         t0 = time.perf_counter()
-        train(sim, cfg, reward_fn=reward_fn if row == "ours+reward" else None)
+        train(sim, cfg, reward_fn=None if row == "ours" else reward_fn)
         seconds = time.perf_counter() - t0
         done = cfg.total_steps // (cfg.num_envs * cfg.num_steps) * cfg.num_envs * cfg.num_steps
         return done / seconds
@@ -146,8 +150,8 @@ def main() -> None:
         rates = {row: statistics.median(r) for row, r in runs.items()}
         for row in args.rows:
             spread = f"  (runs: {', '.join(f'{r:.0f}' for r in runs[row])})" if args.repeat > 1 else ""
-            print(f"{env_id:16s} {row:14s} {rates[row]:9.0f} env-steps/s{spread}", flush=True)
-        for ours in ("ours", "ours+reward"):
+            print(f"{env_id:16s} {row:17s} {rates[row]:9.0f} env-steps/s{spread}", flush=True)
+        for ours in ("ours", "ours+reward", "ours+heavy-reward"):
             for other in ("sb3-defaults", "sb3-tuned", "raw mj_step"):
                 if ours in rates and other in rates:
                     print(f"{env_id:16s} {ours} / {other}: {rates[ours] / rates[other]:.2f}x")

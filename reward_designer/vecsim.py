@@ -14,7 +14,10 @@ Two backends behind one interface (``make_vecsim``):
   over; tests hold them to gymnasium step for step). Any other MuJoCo env (a
   subclass, a user's own) calls its own ``env.step`` per env in the same
   slabs. Resets are always the env's own ``reset`` (its reset noise, its RNG
-  stream), in the process that owns the env.
+  stream), in the process that owns the env. Every ``BALANCE_EVERY`` steps
+  the split moves envs (their MuJoCo state and RNG) towards whichever process
+  waited, so this process, which also does the caller's work between
+  ``send`` and ``recv``, steps fewer envs the more of that work there is.
 * ``"gym"``: gymnasium's ``SyncVectorEnv`` (same-step autoreset), for any other
   registered env; its snapshot holds only ``obs``.
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from typing import Callable, NamedTuple
 
 import gymnasium as gym
@@ -48,7 +52,13 @@ from reward_designer import state as st
 from reward_designer.twin import Twin, shared_array
 
 # A slab twin's requests (RESET carries an 8-byte seed) and its answer.
-_STEP, _RESET, _DONE = b"s", b"r", b"d"
+_STEP, _RESET, _EXPORT, _IMPORT, _DONE = b"s", b"r", b"x", b"i", b"d"
+# The slab split is rebalanced every this many steps (``MujocoVecSim._balance``).
+BALANCE_EVERY = 64
+# What moves with an env between processes: MuJoCo's state for mj_step
+# (positions, velocities, warm start, controls, time) and its reset RNG.
+_MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
+_U64 = (1 << 64) - 1
 MJ_KEYS = ("qpos", "qvel", "xpos", "xquat", "cvel", "site_xpos", "sensordata")
 
 
@@ -290,31 +300,77 @@ class MujocoVecSim(SimBase):
         self._terminated, self._truncated = shared_array((n,), bool), shared_array((n,), bool)
         self._elapsed = shared_array((n,), np.int64)
         workers = max(1, min(workers or cpu_cores(), num_envs))
-        # Equal slabs: while the twins step theirs, this process also settles the
-        # previous step's reward (the trainer's send/recv), which evens out its late start.
-        bounds = [i * n // workers for i in range(workers + 1)]
-        self._slabs = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        # Slab j is envs [bounds[j], bounds[j+1]). Shared, so a twin sees a new split.
+        # Equal to start; ``_balance`` then moves envs to whichever process waits.
+        self._bounds = shared_array((workers + 1,), np.int64)
+        self._bounds[:] = [i * n // workers for i in range(workers + 1)]
+        self._next_bounds = shared_array((workers + 1,), np.int64)
+        self._busy = shared_array((workers,))  # seconds each process spent on steps since the last balance
+        self._steps, self._sent_at = 0, 0.0
+        self._extra: float | None = None  # this process's work besides its slab, in env-steps, averaged
+        # Only the exact gymnasium classes are known to keep no state outside MjData and the RNG.
+        self.movable = self.kernel is not None and isinstance(e0.np_random.bit_generator, np.random.PCG64)
+        if self.movable:
+            self._handoff = shared_array((n, mujoco.mj_stateSize(e0.model, _MJ_STATE)))
+            self._handoff_rng = shared_array((n, 6), np.uint64)
         self._twins: list[Twin] = []
         self._in_flight = False
         try:
-            for slab in self._slabs[1:]:
-                self._twins.append(Twin(lambda twin, slab=slab: self._serve(twin, slab), on_fork))
+            for j in range(1, workers):
+                self._twins.append(Twin(lambda twin, j=j: self._serve(twin, j), on_fork))
         except BaseException:
             self.close()
             raise
 
     # ------------------------------------------------------ one slab's work
-    def _serve(self, twin: Twin, slab: slice) -> None:
-        """A twin: step or reset ``slab`` on each request until the parent goes."""
+    def _slab(self, j: int, bounds: np.ndarray | None = None) -> slice:
+        b = self._bounds if bounds is None else bounds
+        return slice(int(b[j]), int(b[j + 1]))
+
+    def _serve(self, twin: Twin, j: int) -> None:
+        """Twin ``j``: step, reset or hand over envs of slab ``j`` on each request until the parent goes."""
         while request := twin.read(1):
             if request == _STEP:
-                self._step_slab(slab)
+                self._timed_step(j, time.perf_counter())
             elif request == _RESET:
                 (seed,) = struct.unpack("q", twin.read(8))
-                self._reset_slab(slab, seed)
+                self._reset_slab(self._slab(j), seed)
+            elif request == _EXPORT:
+                self._export(j)
+            elif request == _IMPORT:
+                self._import(j)
             else:
                 return
             twin.send(_DONE)
+
+    def _timed_step(self, j: int, since: float) -> None:
+        """Step slab j; count the time from ``since`` as process j's (``_balance`` reads it)."""
+        self._step_slab(self._slab(j))
+        self._busy[j] += time.perf_counter() - since
+
+    def _moving(self, j: int, src: np.ndarray, dst: np.ndarray) -> list[int]:
+        """Envs in process j's slab under ``src`` bounds and not under ``dst``."""
+        a, b = self._slab(j, src), self._slab(j, dst)
+        return [i for i in range(a.start, a.stop) if not b.start <= i < b.stop]
+
+    def _export(self, j: int) -> None:
+        """Write the state of the envs leaving slab j to the handoff rows."""
+        for i in self._moving(j, self._bounds, self._next_bounds):
+            env = self.envs[i]
+            mujoco.mj_getState(env.model, env.data, self._handoff[i], _MJ_STATE)
+            rng = env.np_random.bit_generator.state
+            s, inc = rng["state"]["state"], rng["state"]["inc"]
+            self._handoff_rng[i] = (s >> 64, s & _U64, inc >> 64, inc & _U64, rng["has_uint32"], rng["uinteger"])
+
+    def _import(self, j: int) -> None:
+        """Take over the envs joining slab j from the handoff rows (this process's copies are stale)."""
+        for i in self._moving(j, self._next_bounds, self._bounds):
+            env = self.envs[i]
+            mujoco.mj_setState(env.model, env.data, self._handoff[i], _MJ_STATE)
+            s_hi, s_lo, inc_hi, inc_lo, has_uint32, uinteger = (int(x) for x in self._handoff_rng[i])
+            env.np_random.bit_generator.state = {
+                "bit_generator": "PCG64", "state": {"state": s_hi << 64 | s_lo, "inc": inc_hi << 64 | inc_lo},
+                "has_uint32": has_uint32, "uinteger": uinteger}
 
     def _reset_env(self, i: int, seed: int | None = None) -> None:
         self._obs[i] = self.envs[i].reset(seed=seed)[0]
@@ -363,13 +419,13 @@ class MujocoVecSim(SimBase):
             twin.send(request)
         self._in_flight = True
 
-    def _answer(self, here: Callable[[slice], None]) -> None:
-        """``here`` on this process's slab, then wait for the twins' answers to the request in flight."""
+    def _answer(self, here: Callable[[int], None]) -> None:
+        """``here(0)`` for this process's slab, then wait for the twins' answers to the request in flight."""
         if not self._in_flight:
             raise RuntimeError("no step in flight: send() actions first")
         self._in_flight = False
         try:
-            here(self._slabs[0])
+            here(0)
         finally:  # an error here still takes the twins' answers: the next request must not read them
             for twin in self._twins:
                 twin.expect(_DONE)
@@ -383,8 +439,57 @@ class MujocoVecSim(SimBase):
         seed = self._seed if seed is None else seed
         self._idle()
         self._ask(_RESET + struct.pack("q", seed))
-        self._answer(lambda slab: self._reset_slab(slab, seed))
+        self._answer(lambda j: self._reset_slab(self._slab(j), seed))
         return self._obs.copy()
+
+    @property
+    def slab_sizes(self) -> list[int]:
+        """Envs stepped by each process, this one first."""
+        return np.diff(self._bounds).tolist()
+
+    def resplit(self, sizes: list[int]) -> None:
+        """Move envs between processes so that process j steps ``sizes[j]`` of them.
+
+        Each moved env takes its whole state along (MuJoCo's integration state
+        and its reset RNG), so a split changes where an env is stepped, never
+        what it does."""
+        self._idle()
+        if not self.movable:
+            raise RuntimeError(f"{type(self.envs[0]).__name__} envs stay in their slabs: only the standard "
+                               "gymnasium MuJoCo classes are known to keep all their state in MjData")
+        if len(sizes) != len(self._busy) or min(sizes) < 1 or sum(sizes) != self.num_envs:
+            raise ValueError(f"sizes must be {len(self._busy)} counts of at least 1 that sum to "
+                             f"{self.num_envs}, got {sizes}")
+        self._next_bounds[:] = np.concatenate([[0], np.cumsum(sizes)])
+        for request, here in ((_EXPORT, self._export), (_IMPORT, self._import)):
+            self._ask(request)
+            self._answer(here)
+        self._bounds[:] = self._next_bounds
+
+    def _balance(self) -> None:
+        """Move one env towards the split at which every process would finish a
+        step at the same time, judged by the time each spent on steps lately.
+
+        This process's time runs from ``send`` to the end of its own slab, so it
+        includes what the caller does in between (the trainer settles rewards
+        there), counted in env-steps at the twins' mean cost: its slab shrinks
+        as that work grows. Timings on a shared machine are noisy, so that
+        count is averaged over balances and the split moves one env at a time."""
+        sizes, busy = np.diff(self._bounds), self._busy / self._steps
+        self._busy[:], self._steps = 0.0, 0
+        workers, n = len(sizes), self.num_envs
+        if workers == 1 or not self.movable:
+            return
+        per_env = busy[1:].sum() / sizes[1:].sum()
+        extra = busy[0] / per_env - sizes[0]
+        self._extra = extra if self._extra is None else 0.75 * self._extra + 0.25 * extra
+        # All finish together when each twin has (n + extra) / workers envs, this process the rest.
+        target = n - (workers - 1) * (n + self._extra) / workers
+        here = int(sizes[0] + np.clip(round(target - sizes[0]), -1, 1))
+        here = min(max(here, 1), n - (workers - 1))
+        twins = [(n - here) // (workers - 1) + (k < (n - here) % (workers - 1)) for k in range(workers - 1)]
+        if [here, *twins] != sizes.tolist():
+            self.resplit([here, *twins])
 
     def physics(self) -> dict[str, np.ndarray]:
         """Snapshot of the current state (after any resets)."""
@@ -396,10 +501,15 @@ class MujocoVecSim(SimBase):
         self._idle()
         self._act[:] = np.asarray(actions, dtype=np.float64).reshape(self._act.shape)
         self._ask(_STEP)
+        self._sent_at = time.perf_counter()
 
     def recv(self) -> StepOut:
         """Finish the step ``send`` started: step this process's slab, wait for the twins."""
-        self._answer(self._step_slab)
+        # This process's time counts from send(): the caller's work in between is its too.
+        self._answer(lambda j: self._timed_step(j, self._sent_at))
+        self._steps += 1
+        if self._steps >= BALANCE_EVERY:
+            self._balance()
         # Copies: the shared arrays are overwritten by the next step.
         return StepOut(self._obs.copy(), self._reward.copy(), self._terminated.copy(), self._truncated.copy(),
                        self._snapshot(self._after.copy(), self._final_obs.copy()))

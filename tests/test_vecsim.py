@@ -5,6 +5,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from reward_designer import state as st
 from reward_designer.twin import TwinDied
-from reward_designer.vecsim import GymVecSim, MujocoVecSim, make_vecsim
+from reward_designer.vecsim import BALANCE_EVERY, GymVecSim, MujocoVecSim, make_vecsim
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -106,29 +107,75 @@ def test_fallback_on_pendulum():
     assert out.physics["obs"].shape == (3, 3)
 
 
-def run_sim(workers: int, env_id: str = "Hopper-v5", steps: int = 80) -> list:
+def run_sim(workers: int, env_id: str = "Hopper-v5", steps: int = 80, splits: list | None = None) -> list:
+    """Outputs of a seeded run; ``splits[k]`` (sizes per process) is applied before step 5k."""
     sim = make_vecsim(env_id, 5, seed=3, workers=workers)
-    assert len(sim._slabs) == workers
+    assert len(sim.slab_sizes) == workers
     rng = np.random.default_rng(1)
     outs = [sim.reset()]
-    for _ in range(steps):
+    for t in range(steps):
+        if splits and t % 5 == 0:
+            sim.resplit(splits[t // 5 % len(splits)])
+            assert sim.slab_sizes == splits[t // 5 % len(splits)]
         outs.append(sim.step(rng.uniform(-1, 1, (5, 3))))
     outs.append(sim.physics())
     sim.close()
     return outs
 
 
-def test_slabs_in_twin_processes_give_what_one_process_gives():
-    # Hopper terminates often: resets happen in whichever process owns the env.
-    one, three = run_sim(1), run_sim(3)
-    assert sum(int(o.terminated.sum()) for o in one[1:-1]) > 0
-    for a, b in zip(one, three):
+def assert_same_runs(one: list, other: list) -> None:
+    for a, b in zip(one, other, strict=True):
         for x, y in zip(a, b) if isinstance(a, tuple) else [(a, b)]:
             if isinstance(x, dict):
                 for k in x:
                     np.testing.assert_array_equal(x[k], y[k])
             else:
                 np.testing.assert_array_equal(x, y)
+
+
+def test_slabs_in_twin_processes_give_what_one_process_gives():
+    # Hopper terminates often: resets happen in whichever process owns the env.
+    one, three = run_sim(1), run_sim(3)
+    assert sum(int(o.terminated.sum()) for o in one[1:-1]) > 0
+    assert_same_runs(one, three)
+
+
+def test_envs_moved_between_processes_mid_episode_step_and_reset_as_if_never_moved():
+    # Every env changes process several times, mid-episode and between resets:
+    # its MuJoCo state (warm start included) and its reset RNG go with it.
+    splits = [[1, 1, 3], [3, 1, 1], [1, 3, 1], [2, 2, 1]]
+    assert_same_runs(run_sim(1, steps=120), run_sim(3, steps=120, splits=splits))
+
+
+def test_resplit_refuses_bad_sizes_and_envs_it_cannot_move():
+    sim = make_vecsim("Hopper-v5", 4, workers=2)
+    try:
+        for sizes in ([4, 0], [2, 1], [1, 1, 2]):
+            with pytest.raises(ValueError, match="sizes must be"):
+                sim.resplit(sizes)
+    finally:
+        sim.close()
+    sim = make_vecsim("InvertedPendulum-v5", 4, workers=2)  # no kernel: may keep state outside MjData
+    try:
+        assert not sim.movable
+        with pytest.raises(RuntimeError, match="stay in their slabs"):
+            sim.resplit([1, 3])
+    finally:
+        sim.close()
+
+
+def test_a_busy_caller_gets_a_smaller_slab():
+    # Work between send and recv (the trainer's reward) is this process's: the
+    # balance hands its envs to the twin, which waits otherwise.
+    sim = make_vecsim("HalfCheetah-v5", 8, workers=2)
+    sim.reset()
+    assert sim.slab_sizes == [4, 4]
+    for _ in range(4 * BALANCE_EVERY):  # one env moves per balance
+        sim.send(np.zeros((8, 6)))
+        time.sleep(0.002)  # ~20 HalfCheetah steps' worth
+        sim.recv()
+    assert sim.slab_sizes == [1, 7]
+    sim.close()
 
 
 def test_a_killed_slab_twin_is_an_error_not_a_hang():
