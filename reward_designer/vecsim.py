@@ -252,6 +252,11 @@ class _Rows:
         }
 
 
+def _even_bounds(start: int, stop: int, parts: int) -> list[int]:
+    """``parts + 1`` bounds that cut [start, stop) into parts whose sizes differ by at most one."""
+    return [start + k * (stop - start) // parts for k in range(parts + 1)]
+
+
 class SimBase:
     """A batched simulator: ``reset``, ``physics``, ``send``, ``recv``, ``close``.
 
@@ -303,7 +308,7 @@ class MujocoVecSim(SimBase):
         # Slab j is envs [bounds[j], bounds[j+1]). Shared, so a twin sees a new split.
         # Equal to start; ``_balance`` then moves envs to whichever process waits.
         self._bounds = shared_array((workers + 1,), np.int64)
-        self._bounds[:] = [i * n // workers for i in range(workers + 1)]
+        self._bounds[:] = _even_bounds(0, n, workers)
         self._next_bounds = shared_array((workers + 1,), np.int64)
         self._busy = shared_array((workers,))  # seconds each process spent on steps since the last balance
         self._steps, self._sent_at = 0, 0.0
@@ -457,8 +462,9 @@ class MujocoVecSim(SimBase):
         if not self.movable:
             raise RuntimeError(f"{type(self.envs[0]).__name__} envs stay in their slabs: only the standard "
                                "gymnasium MuJoCo classes are known to keep all their state in MjData")
-        if len(sizes) != len(self._busy) or min(sizes) < 1 or sum(sizes) != self.num_envs:
-            raise ValueError(f"sizes must be {len(self._busy)} counts of at least 1 that sum to "
+        workers = len(self._twins) + 1
+        if len(sizes) != workers or min(sizes) < 1 or sum(sizes) != self.num_envs:
+            raise ValueError(f"sizes must be {workers} counts of at least 1 that sum to "
                              f"{self.num_envs}, got {sizes}")
         self._next_bounds[:] = np.concatenate([[0], np.cumsum(sizes)])
         for request, here in ((_EXPORT, self._export), (_IMPORT, self._import)):
@@ -487,9 +493,9 @@ class MujocoVecSim(SimBase):
         target = n - (workers - 1) * (n + self._extra) / workers
         here = int(sizes[0] + np.clip(round(target - sizes[0]), -1, 1))
         here = min(max(here, 1), n - (workers - 1))
-        twins = [(n - here) // (workers - 1) + (k < (n - here) % (workers - 1)) for k in range(workers - 1)]
-        if [here, *twins] != sizes.tolist():
-            self.resplit([here, *twins])
+        new = np.diff([0, *_even_bounds(here, n, workers - 1)]).tolist()
+        if new != sizes.tolist():
+            self.resplit(new)
 
     def physics(self) -> dict[str, np.ndarray]:
         """Snapshot of the current state (after any resets)."""

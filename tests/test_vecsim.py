@@ -172,7 +172,7 @@ def test_a_busy_caller_gets_a_smaller_slab():
     assert sim.slab_sizes == [4, 4]
     for _ in range(4 * BALANCE_EVERY):  # one env moves per balance
         sim.send(np.zeros((8, 6)))
-        time.sleep(0.002)  # ~20 HalfCheetah steps' worth
+        time.sleep(0.002)  # the time of dozens of HalfCheetah env steps
         sim.recv()
     assert sim.slab_sizes == [1, 7]
     sim.close()
