@@ -29,10 +29,9 @@ normalisation), and ``gae_lambda`` 0.98: a 64-step rollout per env credits over
 3270 / 3296 / 3293 on seeds 0-7 (median 3281): steadier (worst 2923 against
 2249) but lower, and learning.py compares medians. The neighbours of 0.98 did
 worse on seeds 0-2: 0.97 2228 / 2672 / 3605, 0.985 858 / 1592 / 1807, 0.99 3620
-/ 3352 / 3369, 1.0 median 2625; with 16 envs x 128 steps 1318 / 3577 / 3543;
-with gamma 0.995 3429 / 3481 / 3419. ~10.5k env-steps/s since the gradient is
-written out by hand (4.6k before, which is why SB3's minibatches were not the
-preset then).
+/ 3352 / 3369, 1.0 median 2625; with gamma 0.995 3429 / 3481 / 3419. ~10.5k
+env-steps/s since the gradient is written out by hand (4.6k before, which is why
+SB3's minibatches were not the preset then).
 
 Hopper at 1M steps is bimodal and chaotic: a run learns to hop (2700-3600) or
 falls (300-2000), and which one a seed gets changes with float rounding. The
@@ -41,9 +40,21 @@ preset this replaced (the base with log_std -0.5) gave 3247 / 3149 / 2933 /
 279 with the hand-written one, which matches it to ~1e-7 after three updates on
 the same batch; on seeds 5-7 it fell with both (396 / 2811 / 386 and 659 / 3101
 / 359): its 5 of 5 had been luck. Settings are compared here over 5-9 seeds
-where they looked close, not by one median of 3. SB3's defaults give 1219 / 3556 / 3564
-(median 3556: not yet at par); the same settings in this PPO (1 env x 2048
-steps, no normalisation) give 3585 / 842 / 1563.
+where they looked close, not by one median of 3. SB3's defaults give 1219 /
+3556 / 3564 on seeds 0-2 (median 3556: not yet at par) and 1862 / 2512 / 1095
+/ 1416 / 3401 on seeds 3-7 (8-seed median 2187, against this preset's 3429);
+the same settings in this PPO (1 env x 2048 steps, no normalisation) give 3585
+/ 842 / 1563.
+
+Tried on seeds 0-2 as changes to this preset and not kept: 16 envs x 128 steps
+1318 / 3577 / 3543 and on seeds 3-5 1916 / 3587 / 3532 (its hops are the
+highest, but 2 of 6 fell); with ``gae_lambda`` 0.99 3390 / 3020 / 3165; 8 envs x
+256 steps 1187 / 2724 / 3447 (0.95: 2940 / 2794 / 1204); 32 envs x 128 steps
+with 32 minibatches 3650 / 3291 / 3482 and seeds 3-5 3280 / 3624 / 3270 (all
+hop; 6-seed median 3387 against this preset's 3487), with 64 minibatches 3355 /
+3349 / 3199, with a 4e-4 step size 3541 / 3573 / 996, with 128-unit value net
+2901 / 3131 / 3411; 128-unit value net 3577 / 1730 / 3516; 16 minibatches 3114 /
+3160 / 1432; 15 epochs 2358 / 2990 / 2242; log_std -0.5 1656 / 3385 (seeds 0-1).
 
 Tried on seeds 0-2 with the hand-written update and not kept (medians), as
 changes to the ``gae_lambda`` 0.95 recipe: step size 4e-4 2434 (2434 / 3637 /
