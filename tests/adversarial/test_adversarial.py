@@ -34,7 +34,9 @@ from .programs import PROGRAMS, Hostile
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 ACTIVE = {s.name for s in doctor() if s.active}
-LIMITS = dict(wall_s=25.0, cpu_s=4, memory_mb=2048, file_mb=16, disk_mb=64, max_files=2000,
+# A benign probe takes ~2.5 s of CPU on a quiet machine, and went past 4 s while other
+# work shared the cores: 6 s leaves room for a loaded machine.
+LIMITS = dict(wall_s=25.0, cpu_s=6, memory_mb=2048, file_mb=16, disk_mb=64, max_files=2000,
               tmp_mb=16, output_kb=16)
 TASK_CARD_SECRET = "aggregate: mean\n  description: mean forward speed"  # envs/halfcheetah-run.yaml
 
