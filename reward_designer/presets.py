@@ -54,7 +54,10 @@ with 32 minibatches 3650 / 3291 / 3482 and seeds 3-5 3280 / 3624 / 3270 (all
 hop; 6-seed median 3387 against this preset's 3487), with 64 minibatches 3355 /
 3349 / 3199, with a 4e-4 step size 3541 / 3573 / 996, with 128-unit value net
 2901 / 3131 / 3411; 128-unit value net 3577 / 1730 / 3516; 16 minibatches 3114 /
-3160 / 1432; 15 epochs 2358 / 2990 / 2242; log_std -0.5 1656 / 3385 (seeds 0-1).
+3160 / 1432; 15 epochs 2358 / 2990 / 2242; log_std -0.5 1656 / 3385 (seeds 0-1);
+32 envs x 96 steps with 48 minibatches 1015 / 2873 / 3552; 24 envs x 96 steps with
+36 minibatches 3375 / 3374 / 3446; 16 envs x 128 steps with ``ent_coef`` 0.0005 3486
+/ 3655 / 1136.
 
 Tried on seeds 0-2 with the hand-written update and not kept (medians), as
 changes to the ``gae_lambda`` 0.95 recipe: step size 4e-4 2434 (2434 / 3637 /
