@@ -53,9 +53,11 @@ def run_ours(env_id: str, steps: int, seed: int, episodes: int, overrides: dict)
 
 def run_sb3(env_id: str, steps: int, seed: int, episodes: int) -> tuple[float, float]:
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
     t0 = time.perf_counter()
     model = PPO("MlpPolicy", gym.make(env_id), seed=seed, device="cpu")
+    model.set_logger(Logger(None, []))  # SB3's default logger leaves an empty SB3-* folder in /tmp per run
     model.learn(total_timesteps=steps)
     seconds = time.perf_counter() - t0
     return evaluate(lambda o: model.predict(o, deterministic=True)[0], env_id, episodes, seed), seconds

@@ -90,12 +90,14 @@ def child(row: str, env_id: str, steps: int, overrides: dict) -> float:
     import gymnasium as gym
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import Logger
 
     if row == "sb3-defaults":
         model = PPO("MlpPolicy", gym.make(env_id), seed=0, device="cpu")
     else:
         model = PPO("MlpPolicy", make_vec_env(env_id, n_envs=16, seed=0), n_steps=128, batch_size=512,
                     seed=0, device="cpu")
+    model.set_logger(Logger(None, []))  # SB3's default logger leaves an empty SB3-* folder in /tmp per run
     t0 = time.perf_counter()
     model.learn(total_timesteps=steps)
     return model.num_timesteps / (time.perf_counter() - t0)
