@@ -58,7 +58,15 @@ size 3541 / 3573 / 996, with 128-unit value net 2901 / 3131 / 3411; 128-unit
 value net 3577 / 1730 / 3516; 16 minibatches 3114 / 3160 / 1432; 15 epochs 2358
 / 2990 / 2242; log_std -0.5 1656 / 3385 (seeds 0-1); 32 envs x 96 steps with 48
 minibatches 1015 / 2873 / 3552; 24 envs x 96 steps with 36 minibatches 3375 /
-3374 / 3446; 16 envs x 128 steps with ``ent_coef`` 0.0005 3486 / 3655 / 1136.
+3374 / 3446; 16 envs x 128 steps with ``ent_coef`` 0.0005 3486 / 3655 / 1136;
+``clip_vloss`` 3482 / 2840 / 3308; ``max_grad_norm`` 1.0 3563 / 3264 / 2689;
+ReLU 3479 / 909 / 3707, seeds 3-5 2155 / 2147 / 1969; the step size annealed
+3392 / 2941 / 3462, from 5e-4 3416 / 3251 / 3021, from 6e-4 3410 / 1611 / 3441
+(16 envs x 128 steps: 3361 / 3217 / 2226); ``vf_coef`` 1.0 1389 / 3046 / 3315;
+96-unit nets 1970 / 2070 / 3395; ``clip_coef`` 0.25 3149 / 3338 / 171; 12 epochs
+3497 / 3384 / 1720; 8 epochs 2569 / 1440 / 1538; 48 minibatches 1628 / 3648 /
+2989; gamma 0.995 with 16 envs x 128 steps 3365 / 3474 / 3315, with a 3.5e-4
+step size 3238 / 3290 / 3713.
 
 Tried on seeds 0-2 with the hand-written update and not kept (medians), as
 changes to the ``gae_lambda`` 0.95 recipe: step size 4e-4 2434 (2434 / 3637 /
