@@ -25,13 +25,14 @@ Hopper takes SB3's minibatches and step size: 32 minibatches of 64 at a fixed
 normalisation), and ``gae_lambda`` 0.98: a 64-step rollout per env credits over
 ~50 steps instead of ~20. Eval return at 1M, seeds 0-8: 3501 / 3528 / 3472 /
 3685 / 3386 / 3346 / 2249 / 2728 / 3234 (median 3386; seeds 0-7 3429). With
-``gae_lambda`` 0.95 the same recipe gave 3561 / 3130 / 2923 / 3225 / 3334 /
-3270 / 3296 / 3293 on seeds 0-7 (median 3281): steadier (worst 2923 against
-2249) but lower, and learning.py compares medians. The neighbours of 0.98 did
-worse on seeds 0-2: 0.97 2228 / 2672 / 3605, 0.985 858 / 1592 / 1807, 0.99 3620
-/ 3352 / 3369, 1.0 median 2625; with gamma 0.995 3429 / 3481 / 3419. ~10.5k
-env-steps/s since the gradient is written out by hand (4.6k before, which is why
-SB3's minibatches were not the preset then).
+``gae_lambda`` 0.95 the same recipe gave 3561 / 3130 / 2923 / 3225 / 3334 / 3270
+/ 3296 / 3293 on seeds 0-7 (median 3281): steadier (worst 2923 against 2249) but
+lower, and learning.py compares medians. The neighbours of 0.98 did worse on
+seeds 0-2: 0.97 2228 / 2672 / 3605, 0.985 858 / 1592 / 1807, 0.99 3620 / 3352 /
+3369, 1.0 median 2625; with gamma 0.995 3429 / 3481 / 3419, but on seeds 3-5
+3160 / 2689 / 2671 (with a 3.5e-4 step size 3238 / 3290 / 3713, seeds 3-5 3313 /
+3226 / 499). ~10.5k env-steps/s since the gradient is written out by hand (4.6k
+before, which is why SB3's minibatches were not the preset then).
 
 Hopper at 1M steps is bimodal and chaotic: a run learns to hop (2700-3600) or
 falls (300-2000), and which one a seed gets changes with float rounding. The
@@ -65,8 +66,7 @@ ReLU 3479 / 909 / 3707, seeds 3-5 2155 / 2147 / 1969; the step size annealed
 (16 envs x 128 steps: 3361 / 3217 / 2226); ``vf_coef`` 1.0 1389 / 3046 / 3315;
 96-unit nets 1970 / 2070 / 3395; ``clip_coef`` 0.25 3149 / 3338 / 171; 12 epochs
 3497 / 3384 / 1720; 8 epochs 2569 / 1440 / 1538; 48 minibatches 1628 / 3648 /
-2989; gamma 0.995 with 16 envs x 128 steps 3365 / 3474 / 3315, with a 3.5e-4
-step size 3238 / 3290 / 3713.
+2989; gamma 0.995 with 16 envs x 128 steps 3365 / 3474 / 3315.
 
 Tried on seeds 0-2 with the hand-written update and not kept (medians), as
 changes to the ``gae_lambda`` 0.95 recipe: step size 4e-4 2434 (2434 / 3637 /
