@@ -4,9 +4,16 @@ Each trains for --steps env steps per seed on each env, then both are evaluated
 the same way: deterministic actions on fresh gymnasium envs, mean return over
 --eval-episodes. Prints every run and the median final eval return per env.
 
+--spread K also evaluates the policy after each of the last K updates (ours)
+or rollouts (SB3) and prints their min / median / max: on Hopper the final
+eval return of one run can move by a thousand or more from one update to the
+next, which a single final evaluation hides. The reported seconds leave
+those evaluations out.
+
     python benchmarks/learning.py                       # 1M steps, 3 seeds, HalfCheetah + Hopper
     python benchmarks/learning.py --steps 200000 --seeds 1 --envs HalfCheetah-v5
     python benchmarks/learning.py --only sb3 --first-seed 1 --seeds 2  # add seeds 1 and 2
+    python benchmarks/learning.py --envs Hopper-v5 --spread 20
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from reward_designer.ppo import PPOConfig, train
+from reward_designer.ppo import PPOConfig, make_learner, train
 from reward_designer.presets import preset_for
 from reward_designer.vecsim import make_vecsim
 
@@ -41,26 +48,59 @@ def evaluate(act, env_id: str, episodes: int, seed: int) -> float:
     return float(np.mean(returns))
 
 
-def run_ours(env_id: str, steps: int, seed: int, episodes: int, overrides: dict) -> tuple[float, float]:
+class Spread:
+    """Eval returns after each of the last ``k`` updates (at least the final one), and the seconds they took."""
+
+    def __init__(self, act, env_id: str, episodes: int, seed: int, k: int):
+        self.act, self.env_id, self.episodes, self.seed, self.k = act, env_id, episodes, seed, k
+        self.returns: list[float] = []
+        self.seconds = 0.0
+
+    def __call__(self, updates_left: int) -> None:
+        """Evaluate now if the policy is within the last ``k`` updates (``updates_left`` still to come)."""
+        if updates_left < max(self.k, 1):
+            t0 = time.perf_counter()
+            self.returns.append(evaluate(self.act, self.env_id, self.episodes, self.seed))
+            self.seconds += time.perf_counter() - t0
+
+
+def run_ours(env_id: str, steps: int, seed: int, episodes: int, overrides: dict,
+             spread_k: int) -> tuple[float, float, list[float]]:
     cfg = PPOConfig.from_dict({**preset_for(env_id), **overrides, "total_steps": steps, "seed": seed})
     t0 = time.perf_counter()
     sim = make_vecsim(env_id, cfg.num_envs, seed=seed)
-    policy = train(sim, cfg)
+    learner = make_learner(sim, cfg)
+    policy = learner.policy  # updated in place by every update
+    spread = Spread(lambda o: policy.act(o), env_id, episodes, seed, spread_k)
+    train(sim, cfg, on_iteration=lambda info: spread(info["iterations"] - info["iteration"]), learner=learner)
     sim.close()
-    seconds = time.perf_counter() - t0
-    return evaluate(lambda o: policy.act(o), env_id, episodes, seed), seconds
+    seconds = time.perf_counter() - t0 - spread.seconds
+    return spread.returns[-1], seconds, spread.returns
 
 
-def run_sb3(env_id: str, steps: int, seed: int, episodes: int) -> tuple[float, float]:
+def run_sb3(env_id: str, steps: int, seed: int, episodes: int, spread_k: int) -> tuple[float, float, list[float]]:
     from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.logger import Logger
+
+    class AfterUpdates(BaseCallback):
+        def _on_rollout_start(self) -> None:  # the policy has had num_timesteps / n_steps updates
+            done = self.model.num_timesteps // self.model.n_steps
+            if done > 0:
+                spread(rollouts - done)
+
+        def _on_step(self) -> bool:
+            return True
 
     t0 = time.perf_counter()
     model = PPO("MlpPolicy", gym.make(env_id), seed=seed, device="cpu")
     model.set_logger(Logger(None, []))  # SB3's default logger leaves an empty SB3-* folder in /tmp per run
-    model.learn(total_timesteps=steps)
-    seconds = time.perf_counter() - t0
-    return evaluate(lambda o: model.predict(o, deterministic=True)[0], env_id, episodes, seed), seconds
+    rollouts = -(-steps // model.n_steps)  # learn() runs whole rollouts until it has the steps
+    spread = Spread(lambda o: model.predict(o, deterministic=True)[0], env_id, episodes, seed, spread_k)
+    model.learn(total_timesteps=steps, callback=AfterUpdates() if spread_k else None)
+    seconds = time.perf_counter() - t0 - spread.seconds
+    spread(0)
+    return spread.returns[-1], seconds, spread.returns
 
 
 def main() -> None:
@@ -71,6 +111,8 @@ def main() -> None:
     p.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Hopper-v5"])
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--only", choices=["ours", "sb3"], help="run one side only")
+    p.add_argument("--spread", type=int, default=0, metavar="K",
+                   help="also evaluate after each of the last K updates and print min / median / max")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="PPOConfig overrides for ours on top of the preset, e.g. update_epochs=5")
     args = p.parse_args()
@@ -78,18 +120,24 @@ def main() -> None:
     torch.set_num_threads(1)
 
     results: dict[tuple[str, str], list[float]] = {}
+    spreads: dict[tuple[str, str], list[float]] = {}  # every seed's last-K evals, pooled
     for env_id in args.envs:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for who in ("ours", "sb3"):
                 if args.only and who != args.only:
                     continue
                 if who == "ours":
-                    ret, sec = run_ours(env_id, args.steps, seed, args.eval_episodes, overrides)
+                    ret, sec, spread = run_ours(env_id, args.steps, seed, args.eval_episodes, overrides, args.spread)
                 else:
-                    ret, sec = run_sb3(env_id, args.steps, seed, args.eval_episodes)
+                    ret, sec, spread = run_sb3(env_id, args.steps, seed, args.eval_episodes, args.spread)
                 results.setdefault((env_id, who), []).append(ret)
-                print(f"{env_id:16s} {who:4s} seed {seed}: eval return {ret:9.1f}  "
-                      f"({sec:6.1f} s, {args.steps / sec:7.0f} steps/s)", flush=True)
+                spreads.setdefault((env_id, who), []).extend(spread)
+                line = (f"{env_id:16s} {who:4s} seed {seed}: eval return {ret:9.1f}  "
+                        f"({sec:6.1f} s, {args.steps / sec:7.0f} steps/s)")
+                if args.spread:
+                    line += (f"  last {len(spread)} updates: min {min(spread):7.1f} median "
+                             f"{statistics.median(spread):7.1f} max {max(spread):7.1f}")
+                print(line, flush=True)
 
     print(f"\nmedian final eval return over {args.seeds} seed(s), {args.steps} steps, "
           f"{args.eval_episodes} deterministic episodes each")
@@ -104,6 +152,11 @@ def main() -> None:
         if ours and sb3:
             row += f"  ours-sb3 {statistics.median(ours) - statistics.median(sb3):+9.1f}"
         print(row)
+    if args.spread:
+        print(f"\nmedian eval return after the last {args.spread} updates of every seed, pooled")
+        for env_id in args.envs:
+            print(f"{env_id:16s}" + "".join(f"  {who} {statistics.median(spreads[env_id, who]):9.1f}"
+                                            for who in ("ours", "sb3") if (env_id, who) in spreads))
 
 
 if __name__ == "__main__":
