@@ -18,9 +18,10 @@ setting tried and what it got.
   step size), and ``gae_lambda`` 0.98. Hopper at 1M is bimodal: a run hops
   (2700-3700) or falls (300-2000), which one a seed gets moves with float
   rounding, and even a hopping run's eval return swings by up to ~2900 from one
-  update to the next. So settings were compared over 9 seeds, by the final
-  return and by the median over each run's last 30 updates: 3482 and 3473
-  (64-step rollouts: 3386 and 2923); SB3's defaults, seeds 0-7, 2187.
+  update to the next. So the choice between this and 64-step rollouts was made
+  over 9 seeds, by the median final return (3482 against 3386) and by the
+  median over each run's last 30 updates (3473 against 2923). SB3's defaults
+  give a median final return of 2187 over seeds 0-7.
 - The other tasks: the base with the usual per-task changes from
   rl-baselines3-zoo, not tuned here.
 """
