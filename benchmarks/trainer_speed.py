@@ -13,6 +13,16 @@ env construction and process start excluded), on the env's own reward. Rows:
   sb3-defaults      SB3 PPO("MlpPolicy", env), one env
   sb3-tuned         SB3 PPO, 16 envs in a DummyVecEnv, n_steps 128, batch_size 512
 
+With the ``warp`` extra, three rows run MuJoCo Warp (``warpsim.py``) with
+--warp-envs worlds on the GPU if there is one (else on Warp's CPU backend,
+for trying the rows out: slow). Not in the default rows. Kernel compilation
+and graph capture happen in a warm-up step before the timing:
+
+  raw warp          mujoco_warp.step on the worlds, frame_skip steps a call: the batch's floor
+  warpsim           our Warp simulator alone (observations, rewards, resets), random actions
+  ours-warp         our PPO on it, policy and rollout on the same device, env reward;
+                    preset, then num_envs --warp-envs, 16 steps, 4 minibatches, 5 epochs, then --set
+
 --candidate also times a whole 1M-step HalfCheetah candidate as a worker would
 run it: process start to the saved policy file.
 
@@ -31,6 +41,7 @@ import sys
 import time
 
 ROWS = ["raw mj_step", "vecsim", "ours", "ours+reward", "ours+heavy-reward", "sb3-defaults", "sb3-tuned"]
+WARP_ROWS = ["raw warp", "warpsim", "ours-warp"]
 
 
 def compute_reward(state, action):
@@ -38,6 +49,46 @@ def compute_reward(state, action):
     forward = state.body("torso").linvel[:, 0]
     ctrl = 0.1 * action.square().sum(-1)
     return forward - ctrl, {"forward": forward, "ctrl": -ctrl}
+
+
+def warp_child(row: str, env_id: str, steps: int, worlds: int, overrides: dict) -> float:
+    """One MuJoCo Warp measurement in this process; env steps per second."""
+    import torch
+
+    from reward_designer.ppo import PPOConfig, train
+    from reward_designer.presets import preset_for
+    from reward_designer.warpsim import WarpVecSim
+
+    sim = WarpVecSim(env_id, worlds, seed=0)
+    sim.reset()
+    sync = torch.cuda.synchronize if sim.device.type == "cuda" else (lambda: None)
+    vector_steps = max(1, steps // worlds)
+    if row == "raw warp":
+        sim._physics_steps()  # compiles the kernels, captures the graph
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(vector_steps):
+            sim._physics_steps()
+        sync()
+        return vector_steps * worlds / (time.perf_counter() - t0)
+    if row == "warpsim":
+        actions = torch.rand((64, worlds) + sim.action_space.shape, device=sim.device) * 2 - 1
+        sim.step(actions[0])
+        sync()
+        t0 = time.perf_counter()
+        for k in range(vector_steps):
+            sim.step(actions[k % 64])
+        sync()
+        return vector_steps * worlds / (time.perf_counter() - t0)
+    cfg = PPOConfig.from_dict({**preset_for(env_id), "num_steps": 16, "num_minibatches": 4, "update_epochs": 5,
+                               **overrides, "num_envs": worlds, "total_steps": steps,
+                               "device": sim.device.type})
+    sim.step(torch.zeros((worlds,) + sim.action_space.shape, device=sim.device))  # compile outside the timing
+    t0 = time.perf_counter()
+    train(sim, cfg)
+    sync()
+    seconds = time.perf_counter() - t0
+    return max(1, steps // (worlds * cfg.num_steps)) * worlds * cfg.num_steps / seconds
 
 
 def child(row: str, env_id: str, steps: int, overrides: dict) -> float:
@@ -125,18 +176,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=100_000, help="env steps per measurement")
     p.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Ant-v5"])
-    p.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)
+    p.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS + WARP_ROWS)
+    p.add_argument("--warp-envs", type=int, default=4096, help="worlds in a MuJoCo Warp batch (the warp rows)")
     p.add_argument("--repeat", type=int, default=1, help="measure every row this many times, keep the median")
     p.add_argument("--candidate", action="store_true", help="also time a 1M-step HalfCheetah candidate end to end")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="PPOConfig overrides for ours on top of the preset, e.g. update_epochs=5")
-    p.add_argument("--child", nargs=3, metavar=("ROW", "ENV", "STEPS"), help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=4, metavar=("ROW", "ENV", "STEPS", "WORLDS"), help=argparse.SUPPRESS)
     p.add_argument("--candidate-child", nargs=2, metavar=("STEPS", "PATH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     overrides = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     if args.child:
-        row, env_id, steps = args.child
-        print(json.dumps(child(row, env_id, int(steps), overrides)))
+        row, env_id, steps, worlds = args.child
+        rate = (warp_child(row, env_id, int(steps), int(worlds), overrides) if row in WARP_ROWS
+                else child(row, env_id, int(steps), overrides))
+        print(json.dumps(rate))
         return
     if args.candidate_child:
         candidate(int(args.candidate_child[0]), args.candidate_child[1], overrides)
@@ -148,13 +202,14 @@ def main() -> None:
         runs: dict[str, list[float]] = {row: [] for row in args.rows}
         for _ in range(args.repeat):  # in turn, so a slow spell of a shared machine hits every row alike
             for row in args.rows:
-                runs[row].append(json.loads(run_child("--child", row, env_id, str(args.steps), "--set", *args.set)))
+                runs[row].append(json.loads(run_child("--child", row, env_id, str(args.steps), str(args.warp_envs),
+                                                      "--set", *args.set)))
         rates = {row: statistics.median(r) for row, r in runs.items()}
         for row in args.rows:
             spread = f"  (runs: {', '.join(f'{r:.0f}' for r in runs[row])})" if args.repeat > 1 else ""
             print(f"{env_id:16s} {row:17s} {rates[row]:9.0f} env-steps/s{spread}", flush=True)
-        for ours in ("ours", "ours+reward", "ours+heavy-reward"):
-            for other in ("sb3-defaults", "sb3-tuned", "raw mj_step"):
+        for ours in ("ours", "ours+reward", "ours+heavy-reward", "ours-warp"):
+            for other in ("sb3-defaults", "sb3-tuned", "raw mj_step", "raw warp"):
                 if ours in rates and other in rates:
                     print(f"{env_id:16s} {ours} / {other}: {rates[ours] / rates[other]:.2f}x")
     if args.candidate:

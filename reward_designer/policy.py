@@ -142,8 +142,9 @@ class Policy(nn.Module):
         policy._refresh_norm()
         return policy.to(device)
 
-    def numpy(self) -> "NumpyPolicy":
-        return NumpyPolicy(self)
+    def arrays(self, on_device: bool = False) -> "ArrayPolicy":
+        """The nets as numpy arrays on the CPU, or (``on_device``) as tensors on this module's device."""
+        return ArrayPolicy(self, on_device)
 
     def _apply(self, fn, *args, **kwargs):
         # Keep the cached normalisation tensors on the same device as the buffers.
@@ -195,31 +196,38 @@ def mlp_backward(layers: list, outs: list, d_out, grads: list, act_grad) -> None
             d = (d @ layers[i][0].T) * act_grad(outs[i])
 
 
-class NumpyPolicy:
-    """The same actor-critic evaluated in numpy (float32), for stepping the simulator.
+class ArrayPolicy:
+    """The same actor-critic evaluated on plain arrays, for stepping the simulator.
 
-    A rollout step evaluates both nets on 16-64 observations, where torch's
-    per-op overhead dominates: this costs a quarter of the torch forward here.
-    On the CPU the arrays are views of the live parameters, so they follow the
-    optimizer's in-place updates; from another device they are copies (make a
-    fresh one after each update).
+    On the CPU the arrays are numpy (float32): a rollout step evaluates both
+    nets on 16-64 observations, where torch's per-op overhead dominates, and
+    this costs a quarter of the torch forward here. For a simulator on a device
+    (``warpsim``) they are torch tensors there, and the noise comes from a
+    ``torch.Generator`` on it. Either way the arrays are views of the live
+    parameters where they share a device, so they follow the optimizer's
+    in-place updates; otherwise they are copies (make a fresh one after each update).
     """
 
-    def __init__(self, policy: Policy):
-        self.nets = ArrayNets.of({k: p.detach().cpu().numpy() for k, p in policy.named_parameters()})
-        self.act_low, self.act_high = policy.act_low.cpu().numpy(), policy.act_high.cpu().numpy()
-        self.activation = array_activation(policy.arch["activation"], np)[0]
+    def __init__(self, policy: Policy, on_device: bool = False):
+        self.xp = torch if on_device else np
+        arrays = (lambda t: t.detach()) if on_device else (lambda t: t.detach().cpu().numpy())
+        self.nets = ArrayNets.of({k: arrays(p) for k, p in policy.named_parameters()})
+        self.act_low, self.act_high = arrays(policy.act_low), arrays(policy.act_high)
+        self.activation = array_activation(policy.arch["activation"], self.xp)[0]
 
-    def value(self, nobs: np.ndarray) -> np.ndarray:
+    def value(self, nobs):
         return mlp_forward(self.nets.critic, nobs, self.activation)[-1][:, 0]
 
-    def sample(self, nobs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, nobs, rng: np.random.Generator | torch.Generator) -> tuple:
         """Sampled actions (unclipped) [b, act_dim] and their log-probabilities [b]."""
         mean = mlp_forward(self.nets.actor, nobs, self.activation)[-1]
         log_std = self.nets.log_std
-        noise = rng.standard_normal(mean.shape, dtype=np.float32)
+        if self.xp is np:
+            noise = rng.standard_normal(mean.shape, dtype=np.float32)
+        else:
+            noise = torch.randn(mean.shape, generator=rng, device=mean.device)
         logp = (-0.5 * noise * noise - log_std - np.float32(HALF_LOG_2PI)).sum(1)
-        return mean + noise * np.exp(log_std), logp
+        return mean + noise * self.xp.exp(log_std), logp
 
-    def clip(self, actions: np.ndarray) -> np.ndarray:
-        return np.clip(actions, self.act_low, self.act_high)
+    def clip(self, actions):
+        return self.xp.clip(actions, self.act_low, self.act_high)

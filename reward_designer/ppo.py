@@ -119,17 +119,25 @@ def compute_gae(
 
 
 class RunningMeanStd:
-    """Running mean and variance of a stream of batches [b, *shape] (Chan et al.), float64."""
+    """Running mean and variance of a stream of batches [b, *shape] (Chan et al.), float64.
+
+    numpy arrays; ``to(device)`` makes them torch tensors there, for batches that live on a device.
+    """
 
     def __init__(self, shape: tuple[int, ...] = (), mean=0.0, var=1.0, count: float = 1e-4):
         self.mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), shape).copy()
         self.var = np.broadcast_to(np.asarray(var, dtype=np.float64), shape).copy()
         self.count = float(count)
 
-    def update(self, x: np.ndarray) -> None:
+    def to(self, device: torch.device) -> "RunningMeanStd":
+        self.mean, self.var = (torch.as_tensor(a, device=device) for a in (self.mean, self.var))
+        return self
+
+    def update(self, x) -> None:
         b = x.shape[0]
         delta, total = x.mean(0) - self.mean, self.count + b
-        self.var = (self.var * self.count + x.var(0) * b + delta**2 * self.count * b / total) / total
+        var = x.var(0) if isinstance(x, np.ndarray) else x.var(0, correction=0)
+        self.var = (self.var * self.count + var * b + delta**2 * self.count * b / total) / total
         self.mean = self.mean + delta * b / total
         self.count = total
 
@@ -167,10 +175,13 @@ class Batch(NamedTuple):
 class Collector:
     """Steps the simulator with the current policy; carries state across rollouts.
 
-    Everything per step is numpy: the policy is evaluated through its numpy twin
-    and the statistics are numpy, because on batches of 16-64 envs torch's
-    per-op overhead costs more than the math. The rollout goes to torch (and to
-    cfg.device) once, at its end.
+    For a simulator on the CPU everything per step is numpy: the policy is
+    evaluated through its numpy twin and the statistics are numpy, because on
+    batches of 16-64 envs torch's per-op overhead costs more than the math. The
+    rollout goes to torch (and to cfg.device) once, at its end. A simulator on a
+    device (``warpsim``, ``sim.device``) hands out torch tensors there, and then
+    the same steps run on them in torch, thousands of envs wide, with nothing
+    copied to the host but the finished episodes' returns.
     """
 
     def __init__(self, sim, policy: Policy, cfg: PPOConfig, reward_fn: RewardFn | None):
@@ -178,44 +189,59 @@ class Collector:
         self.device = policy.obs_mean.device
         self.n = sim.num_envs
         self.obs_dim = int(np.prod(sim.observation_space.shape))
-        self.rng = np.random.default_rng(cfg.seed)  # exploration noise
+        self.on_device = getattr(sim, "device", None) is not None
         self.ret_rms = RunningMeanStd()
         self.obs_rms = RunningMeanStd((self.obs_dim,), *policy.obs_stats())
-        self.disc_return = np.zeros(self.n)
-        self.ep_return, self.ep_length = np.zeros(self.n), np.zeros(self.n, dtype=np.int64)
+        if self.on_device:
+            if torch.device(sim.device) != self.device:
+                raise ValueError(f"the simulator is on {sim.device} and the policy on {self.device}: "
+                                 "give both the same device")
+            self.xp = torch
+            self.rng = torch.Generator(device=self.device).manual_seed(cfg.seed)  # exploration noise
+            self.zeros = lambda shape, dtype=torch.float32: torch.zeros(shape, dtype=dtype, device=self.device)
+            self.ret_rms.to(self.device)
+            self.obs_rms.to(self.device)
+        else:
+            self.xp = np
+            self.rng = np.random.default_rng(cfg.seed)
+            self.zeros = lambda shape, dtype=np.float32: np.zeros(shape, dtype=dtype)
+        f64, i64 = (torch.float64, torch.int64) if self.on_device else (np.float64, np.int64)
+        self.disc_return = self.zeros(self.n, f64)
+        self.ep_return, self.ep_length = self.zeros(self.n, f64), self.zeros(self.n, i64)
         self.next_obs = sim.reset(cfg.seed)
         self.prev = sim.physics() if reward_fn else None
 
-    def observe(self, raw: np.ndarray, update: bool) -> np.ndarray:
+    def observe(self, raw, update: bool):
         """Observations as the policy sees them (float32); ``update``: fold them into the statistics first."""
-        x = np.asarray(raw, dtype=np.float64).reshape(self.n, self.obs_dim)
+        xp = self.xp
+        x = raw.reshape(self.n, self.obs_dim).double() if self.on_device else \
+            np.asarray(raw, dtype=np.float64).reshape(self.n, self.obs_dim)
         if self.cfg.norm_obs:
             if update:
                 self.obs_rms.update(x)
-            x = np.clip((x - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + 1e-8),
+            x = xp.clip((x - self.obs_rms.mean) / xp.sqrt(self.obs_rms.var + 1e-8),
                         -self.cfg.obs_clip, self.cfg.obs_clip)
-        return x.astype(np.float32)
+        return x.float() if self.on_device else x.astype(np.float32)
 
-    def scale(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
-        """Divide by the std of the discounted return (as gymnasium's NormalizeReward); a new array."""
-        cfg = self.cfg
+    def scale(self, reward, done):
+        """Divide by the std of the discounted return (as gymnasium's NormalizeReward); a new float64 array."""
+        cfg, xp = self.cfg, self.xp
         if not cfg.norm_return:
-            return reward.astype(np.float64)  # a copy: the caller adds bootstraps into it
+            return reward.double().clone() if self.on_device else reward.astype(np.float64)  # the caller adds into it
         self.disc_return = self.disc_return * cfg.gamma + reward
         self.ret_rms.update(self.disc_return)
         self.disc_return[done] = 0.0
-        return np.clip(reward / np.sqrt(self.ret_rms.var + 1e-8), -cfg.reward_clip, cfg.reward_clip)
+        return xp.clip(reward / xp.sqrt(self.ret_rms.var + 1e-8), -cfg.reward_clip, cfg.reward_clip)
 
     def collect(self, num_steps: int) -> Rollout:
-        cfg, sim, n = self.cfg, self.sim, self.n
-        net = self.policy.numpy()
-        obs = np.zeros((num_steps, n, self.obs_dim), dtype=np.float32)
-        actions = np.zeros((num_steps, n) + tuple(sim.action_space.shape), dtype=np.float32)
-        logps, rewards, dones, values = (np.zeros((num_steps, n), dtype=np.float32) for _ in range(4))
+        cfg, sim, n, zeros = self.cfg, self.sim, self.n, self.zeros
+        net = self.policy.arrays(self.on_device)
+        obs = zeros((num_steps, n, self.obs_dim))
+        actions = zeros((num_steps, n) + tuple(sim.action_space.shape))
+        logps, rewards, dones, values = (zeros((num_steps, n)) for _ in range(4))
         returns, lengths, train_reward = [], [], 0.0
 
-        def settle(t: int, out, env_action: np.ndarray, prev: dict | None, cut: np.ndarray,
-                   bootstrap: np.ndarray | None) -> None:
+        def settle(t: int, out, env_action, prev: dict | None, cut, bootstrap) -> None:
             """Step t's reward (the program's, scaled, truncation bootstrap added) and episode records."""
             nonlocal train_reward
             done = out.terminated | out.truncated
@@ -224,16 +250,18 @@ class Collector:
                 reward = self.reward_fn(prev, out.physics, torch.as_tensor(env_action, device=self.device), done)
             if reward is None:
                 reward = out.env_reward
+            elif self.on_device:
+                reward = reward.detach().double().reshape(n)
             else:
                 reward = reward.detach().cpu().numpy().astype(np.float64).reshape(n)
-            train_reward += float(reward.sum())
+            train_reward = train_reward + reward.sum()  # an array: no device sync per step
             reward = self.scale(reward, done)
             if bootstrap is not None:
                 reward[cut] += cfg.gamma * bootstrap
             rewards[t], dones[t] = reward, done
             self.ep_return += out.env_reward
             self.ep_length += 1
-            if done.any():
+            if done.any():  # the one sync per step on a device: few steps end episodes
                 returns.extend(self.ep_return[done].tolist())
                 lengths.extend(self.ep_length[done].tolist())
                 self.ep_return[done], self.ep_length[done] = 0.0, 0
@@ -259,7 +287,7 @@ class Collector:
         last_value = net.value(self.observe(self.next_obs, update=False))
         to = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
         return Rollout(to(obs), to(actions), to(logps), to(rewards), to(dones), to(values), to(last_value),
-                       returns, lengths, train_reward / (num_steps * n))
+                       returns, lengths, float(train_reward) / (num_steps * n))
 
 
 class FlatAdam:

@@ -1,7 +1,8 @@
 """The state a reward program reads: named, batched access to the physics.
 
 A simulator hands over a *physics snapshot* each vector step: a dict of numpy
-arrays batched over environments (see ``PHYSICS_KEYS``). ``State`` wraps one
+arrays (torch tensors from a simulator on a device) batched over environments
+(see ``PHYSICS_KEYS``). ``State`` wraps one
 snapshot (and the one before it) as torch tensors with names from the MuJoCo
 model, so a program can say ``state.body("torso").pos`` instead of indexing
 ``xpos[:, 1]``. Non-MuJoCo envs carry only ``obs``.
@@ -212,7 +213,7 @@ class State:
         if t is None:
             if key not in self._physics:
                 raise AttributeError(f"this environment exposes no {key!r} (not a MuJoCo env?)")
-            t = torch.tensor(self._physics[key], dtype=torch.float32, device=self.device)
+            t = torch.as_tensor(self._physics[key]).to(self.device, torch.float32, copy=True)
             self._tensors[key] = t
         return t
 

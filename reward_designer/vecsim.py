@@ -83,56 +83,64 @@ def _make(env_id: str, env_kwargs: dict | None) -> gym.Env:
 
 
 # ------------------------------------------------------- vectorized kernels
-def _ctrl_cost(weight: float, action: np.ndarray) -> np.ndarray:
-    return weight * np.square(action).sum(1)
+def _ctrl_cost(weight: float, action) -> object:
+    return weight * (action * action).sum(1)
 
 
 class _Kernel:
-    """Observation, reward and termination of one gymnasium env class, batched.
+    """Observation, reward, termination and reset noise of one gymnasium env class, batched.
 
-    ``f``/``before``/``after`` map MjData field names to [n, ...] arrays; ``extra``
-    names the fields needed beyond ``MJ_KEYS``; ``rne`` whether they need
-    ``mj_rnePostConstraint`` (contact forces), which gymnasium runs every step.
+    ``f``/``before``/``after`` map MjData field names to [n, ...] arrays, numpy
+    or torch (``xp``: this stepper's on the CPU, ``warpsim``'s on a device);
+    ``extra`` names the fields needed beyond ``MJ_KEYS``; ``rne`` whether they
+    need ``mj_rnePostConstraint`` (contact forces), which gymnasium runs every
+    step. ``normal_qvel``: the class's ``reset_model`` draws qvel noise from a
+    normal (times the noise scale), not a uniform.
     """
 
     extra: tuple[str, ...] = ()
     rne = False
+    normal_qvel = False
 
-    def __init__(self, env):
-        self.env = env
+    def __init__(self, env, xp=np):
+        self.env, self.xp = env, xp
         self.dt = env.dt
 
-    def obs(self, f: dict[str, np.ndarray]) -> np.ndarray:
+    def obs(self, f: dict):
         raise NotImplementedError
 
-    def reward(self, before, after, action) -> tuple[np.ndarray, np.ndarray]:
+    def reward(self, before, after, action) -> tuple:
         raise NotImplementedError
 
 
 class _HalfCheetah(_Kernel):
+    normal_qvel = True
+
     def obs(self, f):
         skip = int(self.env._exclude_current_positions_from_observation)
-        return np.concatenate([f["qpos"][:, skip:], f["qvel"]], axis=1)
+        return self.xp.concatenate([f["qpos"][:, skip:], f["qvel"]], axis=1)
 
     def reward(self, before, after, action):
         e = self.env
         vx = (after["qpos"][:, 0] - before["qpos"][:, 0]) / self.dt
         r = e._forward_reward_weight * vx - _ctrl_cost(e._ctrl_cost_weight, action)
-        return r, np.zeros(len(r), dtype=bool)
+        return r, self.xp.zeros_like(r, dtype=bool)
 
 
 class _Swimmer(_HalfCheetah):
+    normal_qvel = False
+
     def obs(self, f):
         skip = 2 * int(self.env._exclude_current_positions_from_observation)
-        return np.concatenate([f["qpos"][:, skip:], f["qvel"]], axis=1)
+        return self.xp.concatenate([f["qpos"][:, skip:], f["qvel"]], axis=1)
 
 
 class _Walker2d(_Kernel):
     def obs(self, f):
         skip = int(self.env._exclude_current_positions_from_observation)
-        return np.concatenate([f["qpos"][:, skip:], np.clip(f["qvel"], -10, 10)], axis=1)
+        return self.xp.concatenate([f["qpos"][:, skip:], self.xp.clip(f["qvel"], -10, 10)], axis=1)
 
-    def healthy(self, f) -> np.ndarray:
+    def healthy(self, f):
         e = self.env
         z, angle = f["qpos"][:, 1], f["qpos"][:, 2]
         (zlo, zhi), (alo, ahi) = e._healthy_z_range, e._healthy_angle_range
@@ -149,33 +157,34 @@ class _Walker2d(_Kernel):
 class _Hopper(_Walker2d):
     def healthy(self, f):
         lo, hi = self.env._healthy_state_range
-        rest = np.concatenate([f["qpos"][:, 2:], f["qvel"]], axis=1)
+        rest = self.xp.concatenate([f["qpos"][:, 2:], f["qvel"]], axis=1)
         return super().healthy(f) & ((lo < rest) & (rest < hi)).all(1)
 
 
 class _Ant(_Kernel):
     extra = ("cfrc_ext",)
     rne = True
+    normal_qvel = True
 
-    def __init__(self, env):
-        super().__init__(env)
+    def __init__(self, env, xp=np):
+        super().__init__(env, xp)
         self.main = env.data.body(env._main_body).id
 
     def obs(self, f):
-        e = self.env
+        e, xp = self.env, self.xp
         skip = 2 * int(e._exclude_current_positions_from_observation)
         parts = [f["qpos"][:, skip:], f["qvel"]]
         if e._include_cfrc_ext_in_observation:
-            parts.append(np.clip(f["cfrc_ext"][:, 1:], *e._contact_force_range).reshape(len(f["qpos"]), -1))
-        return np.concatenate(parts, axis=1)
+            parts.append(xp.clip(f["cfrc_ext"][:, 1:], *e._contact_force_range).reshape(len(f["qpos"]), -1))
+        return xp.concatenate(parts, axis=1)
 
     def reward(self, before, after, action):
-        e = self.env
+        e, xp = self.env, self.xp
         vx = (after["xpos"][:, self.main, 0] - before["xpos"][:, self.main, 0]) / self.dt
-        contact = e._contact_cost_weight * np.square(np.clip(after["cfrc_ext"], *e._contact_force_range)).sum((1, 2))
+        contact = e._contact_cost_weight * xp.square(xp.clip(after["cfrc_ext"], *e._contact_force_range)).sum((1, 2))
         lo, hi = e._healthy_z_range
         z = after["qpos"][:, 2]
-        finite = np.isfinite(after["qpos"]).all(1) & np.isfinite(after["qvel"]).all(1)
+        finite = xp.isfinite(after["qpos"]).all(1) & xp.isfinite(after["qvel"]).all(1)
         healthy = finite & (lo <= z) & (z <= hi)
         r = (e._forward_reward_weight * vx + healthy * e._healthy_reward
              - _ctrl_cost(e._ctrl_cost_weight, action) - contact)
@@ -186,8 +195,8 @@ class _Humanoid(_Kernel):
     extra = ("cinert", "qfrc_actuator", "cfrc_ext", "xipos", "ctrl")
     rne = True
 
-    def __init__(self, env):
-        super().__init__(env)
+    def __init__(self, env, xp=np):
+        super().__init__(env, xp)
         self.mass = env.model.body_mass / env.model.body_mass.sum()
 
     def obs(self, f):
@@ -203,13 +212,14 @@ class _Humanoid(_Kernel):
             parts.append(f["qfrc_actuator"][:, 6:])
         if e._include_cfrc_ext_in_observation:
             parts.append(f["cfrc_ext"][:, 1:].reshape(n, -1))
-        return np.concatenate(parts, axis=1)
+        return self.xp.concatenate(parts, axis=1)
 
     def reward(self, before, after, action):
-        e = self.env
-        com = lambda f: np.einsum("b,nbj->nj", self.mass, f["xipos"])[:, 0]  # noqa: E731
+        e, xp = self.env, self.xp
+        com = lambda f: (f["xipos"][:, :, 0] * xp.asarray(self.mass, dtype=f["xipos"].dtype,  # noqa: E731
+                                                           device=f["xipos"].device)).sum(1)
         vx = (com(after) - com(before)) / self.dt
-        contact = np.clip(e._contact_cost_weight * np.square(after["cfrc_ext"]).sum((1, 2)), *e._contact_cost_range)
+        contact = xp.clip(e._contact_cost_weight * xp.square(after["cfrc_ext"]).sum((1, 2)), *e._contact_cost_range)
         lo, hi = e._healthy_z_range
         z = after["qpos"][:, 2]
         healthy = (lo < z) & (z < hi)
@@ -576,13 +586,15 @@ VecSim = MujocoVecSim | GymVecSim
 
 def make_vecsim(env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | None = None,
                 backend: str = "auto", workers: int | None = None,
-                on_fork: Callable[[], None] | None = None) -> VecSim:
+                on_fork: Callable[[], None] | None = None, device: str | None = None) -> VecSim:
     """A batched simulator for ``env_id``.
 
     ``backend``: "auto" (MuJoCo envs get the slab stepper, others gymnasium's
-    vector env), "mujoco" or "gym". ``workers``: slabs of envs stepped at once
-    by the MuJoCo backend, this process and ``workers - 1`` forked twins
-    (default: one per available core); ``on_fork`` runs first in each twin.
+    vector env), "mujoco", "gym", or "warp" (``warpsim.WarpVecSim``: one MuJoCo
+    Warp batch on ``device``, its arrays torch tensors there). ``workers``:
+    slabs of envs stepped at once by the MuJoCo backend, this process and
+    ``workers - 1`` forked twins (default: one per available core); ``on_fork``
+    runs first in each twin.
     """
     if backend == "auto":
         probe = _make(env_id, env_kwargs)
@@ -592,4 +604,8 @@ def make_vecsim(env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | No
         return MujocoVecSim(env_id, num_envs, seed, env_kwargs, workers, on_fork)
     if backend == "gym":
         return GymVecSim(env_id, num_envs, seed, env_kwargs)
-    raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'mujoco' or 'gym'")
+    if backend == "warp":
+        from reward_designer.warpsim import WarpVecSim  # an optional extra
+
+        return WarpVecSim(env_id, num_envs, seed, env_kwargs, device)
+    raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'mujoco', 'gym' or 'warp'")

@@ -169,16 +169,26 @@ def test_policy_saves_weights_without_pickle(tmp_path):
     assert np.all(np.abs(loaded.act(obs * 100)) <= 1.0)
 
 
+@pytest.mark.parametrize("on_device", [False, True])
 @pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
-def test_numpy_twin_matches_torch(activation):
+def test_array_twin_matches_torch(activation, on_device):
+    """The rollout's policy twin (numpy, or torch tensors for a simulator on a device) against the module."""
     policy = make_policy(ScriptedSim(), PPOConfig(hidden=(16, 8), activation=activation, log_std_init=-0.5))
-    net = policy.numpy()
+    net = policy.arrays(on_device)
     nobs = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
+    x = torch.from_numpy(nobs) if on_device else nobs
+    rng = torch.Generator().manual_seed(1) if on_device else np.random.default_rng(1)
     with torch.no_grad():
-        np.testing.assert_allclose(net.value(nobs), policy.critic(torch.from_numpy(nobs))[:, 0], rtol=1e-5, atol=1e-6)
-        actions, logp = net.sample(nobs, np.random.default_rng(1))
-        torch_logp = log_prob(policy, torch.from_numpy(nobs), torch.from_numpy(actions))
-    np.testing.assert_allclose(logp, torch_logp.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(net.value(x), policy.critic(torch.from_numpy(nobs))[:, 0], rtol=1e-5, atol=1e-6)
+        actions, logp = net.sample(x, rng)
+        torch_logp = log_prob(policy, torch.from_numpy(nobs), torch.as_tensor(actions))
+        np.testing.assert_allclose(logp, torch_logp.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(net.clip(actions * 10), policy.clip(torch.as_tensor(actions * 10)))
+    assert isinstance(actions, torch.Tensor) == on_device
+    if on_device:  # views of the live parameters: an in-place update shows through
+        with torch.no_grad():
+            policy.log_std += 1.0
+        assert torch.equal(net.nets.log_std, policy.log_std.detach())
 
 
 def test_presets():

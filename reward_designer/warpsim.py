@@ -1,0 +1,174 @@
+"""Batched simulation on MuJoCo Warp: thousands of envs as one batch on a GPU.
+
+``WarpVecSim`` has ``MujocoVecSim``'s interface and semantics (the same
+observations, rewards and terminations, computed by the same ``vecsim``
+kernels, same-step autoreset with gymnasium's reset noise), but its n envs
+are the worlds of one ``mujoco_warp`` batch on a device, and every array it
+hands out is a torch tensor on that device: the simulator's state is read
+through ``wp.to_torch`` views of Warp's own arrays, never copied to the host.
+The trainer's collector then keeps the whole rollout on the device.
+
+Differences from the CPU stepper, by construction:
+* Warp simulates in float32 (MuJoCo C in float64): trajectories agree to
+  ~1e-5 over a few steps and then drift apart, as any two integrators would.
+* Reset noise comes from a torch generator seeded by ``reset(seed)``, so it
+  has gymnasium's distribution but not its draws.
+* Only the standard gymnasium MuJoCo classes (those with a ``vecsim`` kernel):
+  an env with its own ``step`` cannot run inside a Warp batch.
+
+Requires the ``warp`` extra (``mujoco-warp``). It also runs on Warp's CPU
+backend, slowly (~1.5k env-steps/s on HalfCheetah here): that is for tests;
+on a CPU the slab stepper in ``vecsim`` is the fast path.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from reward_designer import state as st
+from reward_designer.vecsim import KERNELS, MJ_KEYS, SimBase, StepOut, _make
+
+
+def _warp():
+    try:
+        import mujoco_warp
+        import warp
+    except ImportError as exc:  # an optional extra: say how to get it
+        raise ImportError("the 'warp' backend needs MuJoCo Warp: pip install 'reward-designer[warp]'") from exc
+    warp.config.quiet = True
+    return warp, mujoco_warp
+
+
+class WarpVecSim(SimBase):
+    """n gymnasium MuJoCo envs as the worlds of one MuJoCo Warp batch on ``device``."""
+
+    def __init__(self, env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | None = None,
+                 device: str | torch.device | None = None):
+        wp, mjw = _warp()
+        wrapped = _make(env_id, env_kwargs)
+        self.max_episode_steps = wrapped.spec.max_episode_steps if wrapped.spec else None
+        env = self._env = wrapped.unwrapped
+        kernel = KERNELS.get(type(env))
+        if kernel is None:
+            raise ValueError(f"the 'warp' backend runs the standard gymnasium MuJoCo envs "
+                             f"({', '.join(k.__name__ for k in KERNELS)}); {env_id} is a {type(env).__name__}")
+        self.kernel = kernel(env, xp=torch)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._wp_device = "cpu" if self.device.type == "cpu" else f"cuda:{self.device.index or 0}"
+        self.num_envs, self._seed = num_envs, seed
+        self.observation_space, self.action_space = env.observation_space, env.action_space
+        self.layout = st.layout_from_model(env.model)
+        self.dt = float(env.dt)
+        self._frame_skip = env.frame_skip
+        self._noise = float(env._reset_noise_scale)
+        self._init_qpos = torch.as_tensor(env.init_qpos, dtype=torch.float32, device=self.device)
+        self._init_qvel = torch.as_tensor(env.init_qvel, dtype=torch.float32, device=self.device)
+        self._wp, self._mjw = wp, mjw
+        with wp.ScopedDevice(self._wp_device):
+            try:
+                self._model = mjw.put_model(env.model)
+            except NotImplementedError as exc:  # e.g. Humanoid's PGS solver
+                raise ValueError(f"MuJoCo Warp cannot simulate {env_id}: {exc}") from exc
+            self._data = mjw.put_data(env.model, env.data, nworld=num_envs)
+        # Zero-copy torch views of the batch's fields: reading them reads Warp's memory.
+        keys = MJ_KEYS + tuple(k for k in self.kernel.extra if k not in MJ_KEYS)
+        self._fields = {k: wp.to_torch(getattr(self._data, k)) for k in keys}
+        self._ctrl = wp.to_torch(self._data.ctrl)
+        self._rng = torch.Generator(device=self.device)
+        self._elapsed = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self._current: dict[str, torch.Tensor] = {}
+        self._obs: torch.Tensor | None = None
+        self._actions: torch.Tensor | None = None
+        self._graph = None  # on a GPU, one env step (frame_skip physics steps) captured as a CUDA graph
+
+    # ------------------------------------------------------------ internals
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        # Copies: the batch's memory is overwritten by the next step.
+        return {k: v.clone() for k, v in self._fields.items()}
+
+    def _physics_steps(self) -> None:
+        wp, mjw = self._wp, self._mjw
+        with wp.ScopedDevice(self._wp_device):
+            if self._wp_device == "cpu":
+                for _ in range(self._frame_skip):
+                    mjw.step(self._model, self._data)
+            else:
+                if self._graph is None:
+                    with wp.ScopedCapture() as capture:
+                        for _ in range(self._frame_skip):
+                            mjw.step(self._model, self._data)
+                    self._graph = capture.graph
+                wp.capture_launch(self._graph)
+            if self.kernel.rne:  # contact forces, as gymnasium's step computes them
+                mjw.rne_postconstraint(self._model, self._data)
+
+    def _reset_worlds(self, mask: torch.Tensor) -> None:
+        """gymnasium's reset for the worlds in ``mask``: mj_resetData, init state plus noise, mj_forward."""
+        wp, mjw = self._wp, self._mjw
+        k = int(mask.sum())
+        s = self._noise
+        qpos = self._init_qpos + (torch.rand((k, len(self._init_qpos)), generator=self._rng,
+                                             device=self.device) * 2 - 1) * s
+        if self.kernel.normal_qvel:
+            noise = torch.randn((k, len(self._init_qvel)), generator=self._rng, device=self.device) * s
+        else:
+            noise = (torch.rand((k, len(self._init_qvel)), generator=self._rng, device=self.device) * 2 - 1) * s
+        with wp.ScopedDevice(self._wp_device):
+            mjw.reset_data(self._model, self._data, reset=wp.from_torch(mask.contiguous()))
+            self._fields["qpos"][mask] = qpos
+            self._fields["qvel"][mask] = self._init_qvel + noise
+            # Forward recomputes every world's derived fields from its state; a world that
+            # did not reset keeps its state, so its next step is unchanged.
+            mjw.forward(self._model, self._data)
+        self._elapsed[mask] = 0
+
+    # --------------------------------------------------------------- the API
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        self._rng.manual_seed(self._seed if seed is None else seed)
+        self._reset_worlds(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
+        self._current = self._snapshot()
+        self._obs = self.kernel.obs(self._current)
+        return self._obs.clone()
+
+    def physics(self) -> dict[str, torch.Tensor]:
+        """Snapshot of the current state (after any resets)."""
+        if self._obs is None:
+            raise RuntimeError("reset() the simulator first")
+        return {"obs": self._obs.clone(), **{k: self._current[k].clone() for k in MJ_KEYS}}
+
+    def send(self, actions) -> None:
+        if self._obs is None:
+            raise RuntimeError("reset() the simulator first")
+        if self._actions is not None:
+            raise RuntimeError("a step is in flight: recv() it first")
+        a = torch.as_tensor(actions, dtype=torch.float32, device=self.device).reshape(self._ctrl.shape)
+        self._actions = a
+        self._ctrl.copy_(a)
+        # Warp launches are asynchronous on a GPU: the step runs while the caller goes on.
+        self._physics_steps()
+
+    def recv(self) -> StepOut:
+        if self._actions is None:
+            raise RuntimeError("no step in flight: send() actions first")
+        actions, self._actions = self._actions, None
+        after = self._snapshot()
+        final_obs = self.kernel.obs(after)
+        reward, terminated = self.kernel.reward(self._current, after, actions)
+        self._elapsed += 1
+        truncated = (self._elapsed >= self.max_episode_steps) if self.max_episode_steps \
+            else torch.zeros_like(terminated)
+        done = terminated | truncated
+        current = after
+        if bool(done.any()):
+            self._reset_worlds(done)
+            fresh = self._snapshot()
+            current = {k: torch.where(done.reshape((-1,) + (1,) * (v.dim() - 1)), fresh[k], v)
+                       for k, v in after.items()}
+        self._current = current
+        self._obs = self.kernel.obs(current)
+        return StepOut(self._obs.clone(), reward.double(), terminated, truncated,
+                       {"obs": final_obs, **{k: after[k] for k in MJ_KEYS}})
+
+    def close(self) -> None:
+        self._env.close()
+
