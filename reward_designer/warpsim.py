@@ -144,7 +144,9 @@ class WarpVecSim(SimBase):
         a = torch.as_tensor(actions, dtype=torch.float32, device=self.device).reshape(self._ctrl.shape)
         self._actions = a
         self._ctrl.copy_(a)
-        # Warp launches are asynchronous on a GPU: the step runs while the caller goes on.
+        # Asynchronous on a GPU: the step runs while the caller goes on. No explicit sync is
+        # needed between torch and Warp: torch works on CUDA's legacy default stream and Warp
+        # on its own blocking stream, and CUDA orders blocking streams with the legacy one.
         self._physics_steps()
 
     def recv(self) -> StepOut:
