@@ -261,7 +261,7 @@ class Collector:
             rewards[t], dones[t] = reward, done
             self.ep_return += out.env_reward
             self.ep_length += 1
-            if done.any():  # the one sync per step on a device: few steps end episodes
+            if done.any():  # on a device this, and cut.any() below, wait for the device once a step
                 returns.extend(self.ep_return[done].tolist())
                 lengths.extend(self.ep_length[done].tolist())
                 self.ep_return[done], self.ep_length[done] = 0.0, 0

@@ -54,6 +54,10 @@ class WarpVecSim(SimBase):
                              f"({', '.join(k.__name__ for k in KERNELS)}); {env_id} is a {type(env).__name__}")
         self.kernel = kernel(env, xp=torch)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"the 'warp' backend runs on 'cpu' or 'cuda', not {self.device.type!r}")
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda': no CUDA device is available here")
         self._wp_device = "cpu" if self.device.type == "cpu" else f"cuda:{self.device.index or 0}"
         self.num_envs, self._seed = num_envs, seed
         self.observation_space, self.action_space = env.observation_space, env.action_space
