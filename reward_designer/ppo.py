@@ -239,7 +239,10 @@ class Collector:
         obs = zeros((num_steps, n, self.obs_dim))
         actions = zeros((num_steps, n) + tuple(sim.action_space.shape))
         logps, rewards, dones, values = (zeros((num_steps, n)) for _ in range(4))
-        returns, lengths, train_reward = [], [], 0.0
+        # Each env's episode return and length so far, per step: read where episodes ended, at the end.
+        f64, i64 = self.ep_return.dtype, self.ep_length.dtype
+        so_far_return, so_far_length = zeros((num_steps, n), f64), zeros((num_steps, n), i64)
+        train_reward = 0.0
 
         def settle(t: int, out, env_action, prev: dict | None, cut, bootstrap) -> None:
             """Step t's reward (the program's, scaled, truncation bootstrap added) and episode records."""
@@ -254,17 +257,17 @@ class Collector:
                 reward = reward.detach().double().reshape(n)
             else:
                 reward = reward.detach().cpu().numpy().astype(np.float64).reshape(n)
-            train_reward = train_reward + reward.sum()  # an array: no device sync per step
+            train_reward = train_reward + reward.sum()  # an array: no wait for a device
             reward = self.scale(reward, done)
-            if bootstrap is not None:
+            if self.on_device:  # every env's bootstrap, added where cut: no wait for the device
+                reward = reward + cfg.gamma * torch.where(cut, bootstrap, 0.0)
+            elif bootstrap is not None:
                 reward[cut] += cfg.gamma * bootstrap
             rewards[t], dones[t] = reward, done
             self.ep_return += out.env_reward
             self.ep_length += 1
-            if done.any():  # on a device this, and cut.any() below, wait for the device once a step
-                returns.extend(self.ep_return[done].tolist())
-                lengths.extend(self.ep_length[done].tolist())
-                self.ep_return[done], self.ep_length[done] = 0.0, 0
+            so_far_return[t], so_far_length[t] = self.ep_return, self.ep_length
+            self.ep_return[done], self.ep_length[done] = 0.0, 0
 
         pending = None
         for t in range(num_steps):
@@ -279,15 +282,20 @@ class Collector:
             out = sim.recv()
             cut = out.truncated & ~out.terminated
             # Normalized now, before the next observe() moves the statistics.
-            bootstrap = net.value(self.observe(out.physics["obs"], update=False)[cut]) if cut.any() else None
+            if self.on_device:
+                bootstrap = net.value(self.observe(out.physics["obs"], update=False))
+            else:
+                bootstrap = net.value(self.observe(out.physics["obs"], update=False)[cut]) if cut.any() else None
             prev, self.prev = self.prev, (sim.physics() if self.reward_fn else None)
             pending = (t, out, env_action, prev, cut, bootstrap)
             self.next_obs = out.obs
         settle(*pending)
         last_value = net.value(self.observe(self.next_obs, update=False))
+        ended = dones > 0
         to = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
         return Rollout(to(obs), to(actions), to(logps), to(rewards), to(dones), to(values), to(last_value),
-                       returns, lengths, float(train_reward) / (num_steps * n))
+                       so_far_return[ended].tolist(), so_far_length[ended].tolist(),
+                       float(train_reward) / (num_steps * n))
 
 
 class FlatAdam:

@@ -107,20 +107,24 @@ class WarpVecSim(SimBase):
                 mjw.rne_postconstraint(self._model, self._data)
 
     def _reset_worlds(self, mask: torch.Tensor) -> None:
-        """gymnasium's reset for the worlds in ``mask``: mj_resetData, init state plus noise, mj_forward."""
-        wp, mjw = self._wp, self._mjw
-        k = int(mask.sum())
-        s = self._noise
-        qpos = self._init_qpos + (torch.rand((k, len(self._init_qpos)), generator=self._rng,
-                                             device=self.device) * 2 - 1) * s
+        """gymnasium's reset for the worlds in ``mask``: mj_resetData, init state plus noise, mj_forward.
+
+        Noise is drawn for every world and kept where ``mask`` is: nothing here waits for the device."""
+        wp, mjw, n, s = self._wp, self._mjw, self.num_envs, self._noise
+
+        def uniform(like: torch.Tensor) -> torch.Tensor:
+            return (torch.rand((n, len(like)), generator=self._rng, device=self.device) * 2 - 1) * s
+
+        qpos = self._init_qpos + uniform(self._init_qpos)
         if self.kernel.normal_qvel:
-            noise = torch.randn((k, len(self._init_qvel)), generator=self._rng, device=self.device) * s
+            qvel = self._init_qvel + torch.randn((n, len(self._init_qvel)), generator=self._rng,
+                                                 device=self.device) * s
         else:
-            noise = (torch.rand((k, len(self._init_qvel)), generator=self._rng, device=self.device) * 2 - 1) * s
+            qvel = self._init_qvel + uniform(self._init_qvel)
         with wp.ScopedDevice(self._wp_device):
             mjw.reset_data(self._model, self._data, reset=wp.from_torch(mask.contiguous()))
-            self._fields["qpos"][mask] = qpos
-            self._fields["qvel"][mask] = self._init_qvel + noise
+            for key, fresh in (("qpos", qpos), ("qvel", qvel)):
+                self._fields[key].copy_(torch.where(mask[:, None], fresh, self._fields[key]))
             # Forward recomputes every world's derived fields from its state; a world that
             # did not reset keeps its state, so its next step is unchanged.
             mjw.forward(self._model, self._data)
@@ -165,7 +169,7 @@ class WarpVecSim(SimBase):
             else torch.zeros_like(terminated)
         done = terminated | truncated
         current = after
-        if bool(done.any()):
+        if bool(done.any()):  # the step's one wait for the device: resets cost a forward of every world
             self._reset_worlds(done)
             fresh = self._snapshot()
             current = {k: torch.where(done.reshape((-1,) + (1,) * (v.dim() - 1)), fresh[k], v)
