@@ -21,7 +21,7 @@ setting tried and what it got.
   update to the next. So the choice between this and 64-step rollouts was made
   over 9 seeds, by the median final return (3482 against 3386) and by the
   median over each run's last 30 updates (3473 against 2923). SB3's defaults
-  give a median final return of 2187 over seeds 0-7.
+  give a median final return of 2512 over seeds 0-8.
 - The other tasks: the base with the usual per-task changes from
   rl-baselines3-zoo, not tuned here.
 """
