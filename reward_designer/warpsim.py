@@ -171,8 +171,8 @@ class WarpVecSim(SimBase):
         current = after
         if bool(done.any()):  # the step's one wait for the device: resets cost a forward of every world
             self._reset_worlds(done)
-            fresh = self._snapshot()
-            current = {k: torch.where(done.reshape((-1,) + (1,) * (v.dim() - 1)), fresh[k], v)
+            # torch.where makes the new tensors: the batch's memory needs no snapshot first.
+            current = {k: torch.where(done.reshape((-1,) + (1,) * (v.dim() - 1)), self._fields[k], v)
                        for k, v in after.items()}
         self._current = current
         self._obs = self.kernel.obs(current)
