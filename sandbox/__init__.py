@@ -9,7 +9,9 @@ Layers, outermost first (``doctor()`` says which are active here):
    machine visible but the Python installation and the run folder, own PID
    namespace (``namespaces.py``);
 4. an unprivileged uid (65534) and rlimits: address space, CPU, file size,
-   open files, processes, no core dumps (``rlimits.py``);
+   open files, processes, no core dumps (``rlimits.py``); a worker on a GPU
+   gets a resident-memory limit, polled, instead of the address-space one,
+   which CUDA cannot start under (``Limits.address_space``);
 5. seccomp, applied by the worker itself after its imports
    (``confine_self()``; ``seccomp.py``).
 

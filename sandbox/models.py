@@ -16,6 +16,9 @@ class Limits(BaseModel):
     wall_s: float = 600.0  # the parent kills the whole sandbox after this
     cpu_s: int = 3600  # RLIMIT_CPU: SIGXCPU, then SIGKILL one second later
     memory_mb: int = 4096  # RLIMIT_AS (address space: torch alone maps ~0.7 GB)
+    # False: memory_mb caps the worker's resident memory instead, checked twice a second. For
+    # a worker on a GPU: CUDA reserves far more address space than it uses, which RLIMIT_AS refuses.
+    address_space: bool = True
     file_mb: int = 512  # RLIMIT_FSIZE: the largest file the worker may write
     disk_mb: int = 2048  # the parent kills the worker when its folder grows past this
     max_files: int = 10_000  # ... or holds more entries than this

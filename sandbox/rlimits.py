@@ -13,8 +13,8 @@ _MB = 1024 * 1024
 
 
 def rlimits(limits: Limits) -> dict[int, tuple[int, int]]:
-    return {
-        resource.RLIMIT_AS: (limits.memory_mb * _MB,) * 2,
+    table = {resource.RLIMIT_AS: (limits.memory_mb * _MB,) * 2} if limits.address_space else {}
+    return table | {
         # SIGXCPU at the soft limit, which a program may catch; SIGKILL a second later.
         resource.RLIMIT_CPU: (limits.cpu_s, limits.cpu_s + 1),
         resource.RLIMIT_FSIZE: (limits.file_mb * _MB,) * 2,

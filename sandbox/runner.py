@@ -216,7 +216,7 @@ def run_worker(
     status_reader = _StatusReader(status_r)
     status_reader.start()
 
-    timed_out, over_disk, rusage, wait_status = False, "", None, None
+    timed_out, over_disk, over_memory, rusage, wait_status = False, "", False, None, None
     next_check, peak_cpu, peak_rss, loops = t0, 0.0, 0.0, 0
     try:
         while True:
@@ -231,11 +231,13 @@ def run_worker(
                 cpu, rss = _tree_usage(proc.pid)
                 peak_cpu, peak_rss = max(peak_cpu, cpu), max(peak_rss, rss)
                 used, entries = _usage(workdir, limits.max_files)
-                if used > limits.disk_mb * 1024 * 1024:
+                if not limits.address_space and rss > limits.memory_mb:
+                    over_memory = True
+                elif used > limits.disk_mb * 1024 * 1024:
                     over_disk = f"its folder grew past {limits.disk_mb} MB"
                 elif entries > limits.max_files:
                     over_disk = f"its folder held more than {limits.max_files} entries"
-            if timed_out or over_disk:
+            if timed_out or over_disk or over_memory:
                 _kill(proc)
                 _, wait_status, rusage = os.wait4(proc.pid, 0)
                 break
@@ -260,7 +262,7 @@ def run_worker(
         wait_status, limits, plan, status_reader.layers, tails,
         cpu=max(peak_cpu, rusage.ru_utime + rusage.ru_stime),
         rss=max(peak_rss, rusage.ru_maxrss / 1024), wall=time.monotonic() - t0,
-        timed_out=timed_out, over_disk=over_disk,
+        timed_out=timed_out, over_disk=over_disk, over_memory=over_memory,
     )
 
 
@@ -283,7 +285,7 @@ _MEMORY_WORDS = ("MemoryError", "std::bad_alloc", "can't allocate memory", "Cann
 
 
 def _outcome(wait_status, limits: Limits, plan, confined: list[str], tails, *,
-             cpu: float, rss: float, wall: float, timed_out: bool, over_disk: str) -> Outcome:
+             cpu: float, rss: float, wall: float, timed_out: bool, over_disk: str, over_memory: bool) -> Outcome:
     code = sig = None
     if os.WIFSIGNALED(wait_status):
         sig = os.WTERMSIG(wait_status)
@@ -300,6 +302,8 @@ def _outcome(wait_status, limits: Limits, plan, confined: list[str], tails, *,
         limit, detail = "wall", f"killed (SIGKILL) at the {limits.wall_s:g} s wall-clock deadline"
     elif over_disk:
         limit, detail = "disk", f"killed (SIGKILL): {over_disk}"
+    elif over_memory:
+        limit, detail = "memory", f"killed (SIGKILL): its resident memory passed the {limits.memory_mb} MB limit"
     elif sig == signal.SIGSYS:
         limit, detail = "seccomp", ("killed by seccomp (SIGSYS) for a forbidden system call "
                                     "(starting a process, signalling another, tracing, mounting or similar)")

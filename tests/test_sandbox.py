@@ -162,6 +162,24 @@ def test_memory_limit(tmp_path):
     assert out.limit == "memory" and "MemoryError" in out.stderr_tail
 
 
+def test_resident_memory_limit_where_address_space_is_left_free(tmp_path):
+    # CUDA reserves far more address space than it uses: a worker on a GPU is limited by resident memory.
+    free = SMALL.model_copy(update={"memory_mb": 512, "address_space": False})
+    reserve = "import mmap; m = mmap.mmap(-1, 8 * 2**30); print('reserved')"
+    out = snippet(tmp_path, reserve, free)
+    assert out.ok and "reserved" in out.stdout_tail
+    assert snippet(tmp_path, reserve, SMALL.model_copy(update={"memory_mb": 512})).limit == "memory"
+    out = snippet(tmp_path, """
+        import time
+        held = []
+        while True:
+            held.append(b"x" * 2**25)  # touched, so resident
+            time.sleep(0.01)
+    """, free)
+    assert out.limit == "memory" and "resident memory" in out.detail
+    assert out.wall_s < 10
+
+
 def test_disk_quota(tmp_path):
     out = snippet(tmp_path, """
         for i in range(100_000):
