@@ -21,7 +21,7 @@ and graph capture happen in a warm-up step before the timing:
   raw warp          mujoco_warp.step on the worlds, frame_skip steps a call: the batch's floor
   warpsim           our Warp simulator alone (observations, rewards, resets), random actions
   ours-warp         our PPO on it, policy and rollout on the same device, env reward;
-                    preset, then num_envs --warp-envs, 16 steps, 4 minibatches, 5 epochs, then --set
+                    the warp preset (presets.WARP), then --set, then num_envs --warp-envs
 
 --candidate also times a whole 1M-step HalfCheetah candidate as a worker would
 run it: process start to the saved policy file.
@@ -80,10 +80,9 @@ def warp_child(row: str, env_id: str, steps: int, worlds: int, overrides: dict) 
             sim.step(actions[k % 64])
         sync()
         return vector_steps * worlds / (time.perf_counter() - t0)
-    cfg = PPOConfig.from_dict({**preset_for(env_id), "num_steps": 16, "num_minibatches": 4, "update_epochs": 5,
-                               **overrides, "num_envs": worlds, "total_steps": steps,
+    cfg = PPOConfig.from_dict({**preset_for(env_id, "warp"), **overrides, "num_envs": worlds, "total_steps": steps,
                                "device": sim.device.type})
-    sim.step(torch.zeros((worlds,) + sim.action_space.shape, device=sim.device))  # compile outside the timing
+    sim.warm_up()  # compile outside the timing; train() resets the batch
     t0 = time.perf_counter()
     train(sim, cfg)
     sync()

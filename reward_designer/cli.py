@@ -33,6 +33,15 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Sim(str, Enum):
+    mujoco = "mujoco"
+    warp = "warp"
+
+
+SIM_HELP = ("What training steps: mujoco (MuJoCo on the CPU, a slab of envs per core) or warp "
+            "(one MuJoCo Warp batch of many envs on the --device GPU; the 'warp' extra).")
+
+
 class BadInput(Exception):
     """Bad input or configuration: one line on stderr, exit code 2."""
 
@@ -50,6 +59,19 @@ def _device(device: Device) -> str:
     if device is Device.cuda and not torch.cuda.is_available():
         raise BadInput("--device cuda: no CUDA device is available here")
     return device.value
+
+
+def _sim(sim: Sim, device: str) -> str:
+    """The simulator a training uses, checked: MuJoCo Warp needs its extra, and is slow on a CPU."""
+    if sim is Sim.warp:
+        import importlib.util
+
+        if importlib.util.find_spec("mujoco_warp") is None:
+            raise BadInput("--sim warp needs MuJoCo Warp: pip install 'reward-designer[warp]'")
+        if device == "cpu":
+            err.print("warning: --sim warp on the CPU runs Warp's CPU backend, far slower than --sim mujoco",
+                      markup=False)
+    return sim.value
 
 
 def _check_env(env_id: str) -> None:
@@ -122,6 +144,7 @@ def design(
     out: Annotated[Optional[Path], typer.Option(help="Run folder. Default: runs/<task name>.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for training and evaluation.")] = 0,
     device: Annotated[Device, typer.Option(help="Where policies and rewards run.")] = Device.auto,
+    sim: Annotated[Sim, typer.Option(help=SIM_HELP)] = Sim.mujoco,
     workers: Annotated[int, typer.Option(min=1, help="Candidates trained at once.")] = 1,
     fitness: Annotated[Optional[Path], typer.Option(help="Python file defining compute_fitness(state, action): the hidden measure of success.")] = None,
     llm_critic: Annotated[bool, typer.Option("--llm-critic", help="Also have the LLM review each program against the task.")] = False,
@@ -155,10 +178,11 @@ def design(
         raise BadInput("no model configured: pass --model or set REWARD_DESIGNER_MODEL")
     if replay is not None and not replay.is_file():
         raise BadInput(f"--replay: no file {replay}")
+    dev = _device(device)
     config = RunConfig(
         task=spec, model=model, api_base=api_base, replay=str(replay.resolve()) if replay else None,
         iterations=iterations, samples=samples, train_steps=train_steps or spec.train_steps, seed=seed,
-        device=_device(device), workers=workers, fix_attempts=fix_attempts, llm_critic=llm_critic,
+        device=dev, sim=_sim(sim, dev), workers=workers, fix_attempts=fix_attempts, llm_critic=llm_critic,
         episodes=episodes, require_sandbox=require_sandbox,
     )
     _require_sandbox(require_sandbox)
@@ -255,6 +279,7 @@ def train(
     out: Annotated[Path, typer.Option(help="Folder for the policy, training log and analysis.")] = Path("runs/manual"),
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     device: Annotated[Device, typer.Option(help="Where the policy and the reward run.")] = Device.auto,
+    sim: Annotated[Sim, typer.Option(help=SIM_HELP)] = Sim.mujoco,
     fitness: Annotated[Optional[Path], typer.Option(help="Python file defining compute_fitness(state, action), to evaluate the policy by.")] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes (with --fitness).")] = 5,
 ) -> None:
@@ -269,16 +294,23 @@ def train(
     _check_env(env)
     spec = _fitness_file(fitness)
     dev = _device(device)
+    simulator = _sim(sim, dev)
     report = Critic(env, seed=seed).check(code, out / "probe")
     if not report.ok:
         err.print(f"{file}: rejected by the critic at {report.stage}", markup=False)
         for f in report.findings:
             err.print(f"  - {f}", markup=False)
         raise typer.Exit(1)
+    trainer = Trainer(env, steps, seed=seed, device=dev, sim=simulator, kernel_dir=out / "warp")
+    if simulator == "warp":
+        err.print(f"MuJoCo Warp: compiling the kernels for {env}", markup=False)
+    try:
+        trainer.prepare()
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
     with Progress(console=err) as bars:
         bar = bars.add_task("training", total=steps)
-        result = Trainer(env, steps, seed=seed, device=dev).train(
-            code, out / "train", spec, on_progress=lambda s: bars.update(bar, completed=s))
+        result = trainer.train(code, out / "train", spec, on_progress=lambda s: bars.update(bar, completed=s))
     if not result.ok:
         _fail("training failed: " + (result.problem or result.result.error), 1)
     r = result.result

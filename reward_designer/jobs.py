@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from pydantic import BaseModel
 
@@ -39,13 +39,15 @@ def run_job(
     limits: Limits,
     poll: Callable[[], None] | None = None,
     require_sandbox: bool = False,
+    read_only: Iterable[Path] = (),
 ) -> JobOutcome:
+    """Run ``job`` confined to ``workdir``; ``read_only``: further folders or files it may read."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "result.json").unlink(missing_ok=True)
     job_file = workdir / "job.json"
     job_file.write_text(JobEnvelope(job=job).model_dump_json(indent=1))
-    outcome = run_worker(job_file, workdir, limits, poll=poll, require=require_sandbox)
+    outcome = run_worker(job_file, workdir, limits, poll=poll, require=require_sandbox, read_only=read_only)
     result_file = workdir / "result.json"
     if outcome.returncode != 0 or not result_file.is_file():
         return JobOutcome(sandbox=outcome, problem=describe_death(outcome))

@@ -13,6 +13,7 @@ finished training is redone; a training killed half-way starts over.
     RUN/iter_01/cand_00/          reward.py, attempt_*.py, critic.json, train/ (policy.npz,
                                   progress.jsonl), analysis.json, rollout/, reward_eval/
     RUN/best/                     reward.py, policy.npz, analysis.json of the best candidate
+    RUN/warp/kernels/             with sim "warp": MuJoCo Warp's kernels, compiled once for every training
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .envcard import EnvCard
 from .jobs import read_result
 from .llm import make_client
 from .program import FITNESS_ENTRY, extract_code, fitness_from_code
-from .schemas import FitnessSpec, TaskSpec, TrainResult
+from .schemas import FitnessSpec, Sim, TaskSpec, TrainResult
 from .templates import render
 from .trainer import Trainer
 
@@ -57,6 +58,7 @@ class RunConfig(BaseModel):
     train_steps: int = Field(default=1_000_000, gt=0)
     seed: int = 0
     device: str = "cpu"
+    sim: Sim = "mujoco"
     workers: int = Field(default=1, ge=1)
     fix_attempts: int = Field(default=2, ge=0)
     llm_critic: bool = False
@@ -169,10 +171,17 @@ class Run:
         _write(self.folder / "envcard.py", envcard)
         self._critic = Critic(cfg.task.env_id, cfg.task.env_kwargs, llm=llm if cfg.llm_critic else None,
                               task=cfg.task, envcard=envcard, require_sandbox=cfg.require_sandbox, seed=cfg.seed)
+        self._trainer = Trainer(cfg.task.env_id, cfg.train_steps, cfg.task.env_kwargs, seed=cfg.seed,
+                                device=cfg.device, ppo=cfg.ppo, require_sandbox=cfg.require_sandbox,
+                                sim=cfg.sim, kernel_dir=self.folder / "warp")
+        if cfg.sim == "warp" and not quiet:
+            self.console.print(f"MuJoCo Warp: compiling the kernels for {cfg.task.env_id} once, for every training")
+        try:
+            self._trainer.prepare()
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
         designer = Designer(llm, cfg.task, envcard)
         fitness = self._fitness(llm, designer)
-        self._trainer = Trainer(cfg.task.env_id, cfg.train_steps, cfg.task.env_kwargs, seed=cfg.seed,
-                                device=cfg.device, ppo=cfg.ppo, require_sandbox=cfg.require_sandbox)
         self._analyzer = Analyzer(cfg.task.env_id, fitness, cfg.task.env_kwargs, episodes=cfg.episodes,
                                   llm=llm if cfg.llm_analysis else None, task=cfg.task,
                                   require_sandbox=cfg.require_sandbox)

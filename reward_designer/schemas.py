@@ -13,6 +13,9 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Aggregate = Literal["sum", "mean", "max", "last", "any"]
+# What a training steps: MuJoCo C, one slab of envs per core ("mujoco"; the gymnasium vector env
+# for a non-MuJoCo env), or one MuJoCo Warp batch on the training device ("warp").
+Sim = Literal["mujoco", "warp"]
 
 
 class FitnessSpec(BaseModel):
@@ -74,6 +77,16 @@ class TrainJob(_Job):
     total_steps: int
     device: str = "cpu"
     ppo: dict = {}  # PPOConfig overrides
+    sim: Sim = "mujoco"
+    kernel_cache: str | None = None  # sim "warp": MuJoCo Warp's compiled kernels (a WarmJob's), read-only
+
+
+class WarmJob(_Job):
+    """Compile MuJoCo Warp's kernels for an env into ``kernels`` (the worker's folder); loads no program."""
+
+    kind: Literal["warm"] = "warm"
+    device: str = "cpu"
+    kernels: str  # the folder to compile into, inside the worker's own
 
 
 class AnalyzeJob(_Job):
@@ -95,7 +108,7 @@ class RewardEvalJob(_Job):
     trajectories: str
 
 
-Job = Annotated[Union[ProbeJob, TrainJob, AnalyzeJob, RewardEvalJob], Field(discriminator="kind")]
+Job = Annotated[Union[ProbeJob, TrainJob, AnalyzeJob, RewardEvalJob, WarmJob], Field(discriminator="kind")]
 
 
 class JobEnvelope(BaseModel):
@@ -153,8 +166,15 @@ class RewardEvalResult(BaseModel):
     component_thirds: dict[str, list[float]] = {}  # mean over each third of the episodes' steps
 
 
+class WarmResult(BaseModel):
+    kind: Literal["warm"] = "warm"
+    ok: bool
+    error: str = ""
+    seconds: float = 0.0
+
+
 Result = Annotated[
-    Union[ProbeResult, TrainResult, AnalyzeResult, RewardEvalResult], Field(discriminator="kind")
+    Union[ProbeResult, TrainResult, AnalyzeResult, RewardEvalResult, WarmResult], Field(discriminator="kind")
 ]
 
 

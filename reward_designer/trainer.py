@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 from .jobs import JobOutcome, run_job
 from .sandbox import Limits, read_output
-from .schemas import FitnessSpec, TrainJob
+from .schemas import FitnessSpec, Sim, TrainJob, WarmJob
 
 
 MAX_PROGRESS_BYTES = 8 * 1024 * 1024
@@ -44,13 +45,43 @@ class Trainer:
         ppo: dict | None = None,
         limits: Limits | None = None,
         require_sandbox: bool = False,
+        sim: Sim = "mujoco",
+        kernel_dir: Path | None = None,
     ):
+        """``sim`` "warp" trains on one MuJoCo Warp batch on ``device``; its kernels are compiled
+        once, by ``prepare``, into ``kernel_dir`` (None: by each training, for itself)."""
         self.env_id, self.steps, self.env_kwargs = env_id, steps, env_kwargs or {}
         self.seed, self.device, self.ppo = seed, device, ppo or {}
         # Generous by default: 1M steps take about a minute at full speed, far longer on a busy laptop.
+        # On a GPU the memory limit is on resident memory: CUDA cannot start under RLIMIT_AS.
         self.limits = limits or Limits(wall_s=max(600.0, steps / 500), cpu_s=int(max(1200, steps / 250)),
-                                       memory_mb=8192)
+                                       memory_mb=8192, address_space=not device.startswith("cuda"))
         self.require_sandbox = require_sandbox
+        self.sim, self.kernel_dir = sim, kernel_dir
+        self._kernels: Path | None = None  # set by prepare()
+        self._preparing = threading.Lock()  # candidates may train in parallel threads
+
+    def prepare(self) -> None:
+        """For sim "warp": compile MuJoCo Warp's kernels for the env, once, before any training.
+
+        A worker that loads no reward program compiles them (tens of seconds)
+        into ``kernel_dir``; every training then loads them read-only, so no
+        candidate compiles them again, and none can change what the next one
+        loads. Raises ValueError with the reason when Warp cannot run the env here.
+        """
+        with self._preparing:
+            if self.sim == "warp" and self.kernel_dir is not None and self._kernels is None:
+                self._kernels = self._compile_kernels()
+
+    def _compile_kernels(self) -> Path:
+        kernels = self.kernel_dir.resolve() / "kernels"
+        job = WarmJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed, device=self.device,
+                      kernels=str(kernels))
+        limits = self.limits.model_copy(update={"wall_s": 1800, "cpu_s": 3600})
+        outcome = run_job(job, self.kernel_dir, limits, require_sandbox=self.require_sandbox)
+        if not outcome.ok:
+            raise ValueError("MuJoCo Warp: " + (outcome.result.error if outcome.result else outcome.problem))
+        return kernels
 
     def train(
         self,
@@ -73,6 +104,9 @@ class Trainer:
                 if rows:
                     on_progress(int(rows[-1].get("global_step", 0)))
 
+        self.prepare()
         job = TrainJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed, code=code,
-                       fitness=fitness, total_steps=self.steps, device=self.device, ppo=self.ppo)
-        return run_job(job, workdir, self.limits, poll=poll, require_sandbox=self.require_sandbox)
+                       fitness=fitness, total_steps=self.steps, device=self.device, ppo=self.ppo, sim=self.sim,
+                       kernel_cache=str(self._kernels) if self._kernels else None)
+        return run_job(job, workdir, self.limits, poll=poll, require_sandbox=self.require_sandbox,
+                       read_only=[self._kernels] if self._kernels else ())

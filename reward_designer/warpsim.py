@@ -179,6 +179,20 @@ class WarpVecSim(SimBase):
         return StepOut(self._obs.clone(), reward.double(), terminated, truncated,
                        {"obs": final_obs, **{k: after[k] for k in MJ_KEYS}})
 
+    def warm_up(self) -> None:
+        """Launch every kernel a training launches (reset, a step, a reset of one world) once.
+
+        Warp compiles a module on its first launch (tens of seconds for MuJoCo
+        Warp, into its kernel cache) and a GPU step is captured as a graph on
+        the first step: after this, neither happens again. Leaves the batch
+        mid-episode: ``reset`` it before use.
+        """
+        self.reset()
+        self.step(torch.zeros((self.num_envs,) + self.action_space.shape, device=self.device))
+        one = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        one[0] = True
+        self._reset_worlds(one)
+
     def close(self) -> None:
         self._env.close()
 

@@ -9,6 +9,7 @@ job file; the parent validates both, since untrusted code ran here.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -30,6 +31,8 @@ from .schemas import (
     RewardEvalResult,
     TrainJob,
     TrainResult,
+    WarmJob,
+    WarmResult,
 )
 from .state import state_pair
 
@@ -77,9 +80,13 @@ class EpisodeMeter:
         if aggregate == "max":
             self.acc[:] = -np.inf
 
-    def step(self, values: np.ndarray, done: np.ndarray) -> np.ndarray:
-        """Add one step; return the values of the episodes that ended on it."""
+    def step(self, values: np.ndarray, done) -> np.ndarray:
+        """Add one step; return the values of the episodes that ended on it.
+
+        ``done``: a bool array, or a tensor (a simulator on a device hands out those)."""
         values = np.asarray(values, dtype=np.float64)
+        if isinstance(done, torch.Tensor):
+            done = done.cpu().numpy()
         if self.aggregate in ("sum", "mean"):
             self.acc += values
         elif self.aggregate == "max":
@@ -180,16 +187,44 @@ def run_probe(job: ProbeJob, workdir: Path) -> ProbeResult:
     )
 
 
+def _warp_sim(env_id: str, n: int, seed: int, env_kwargs: dict, device: str, kernels: str | None):
+    """A MuJoCo Warp batch with every kernel compiled into, or loaded from, ``kernels`` (None:
+    Warp's default cache, which in the sandbox is the worker's private /tmp), before confinement."""
+    from .vecsim import make_vecsim
+
+    if kernels is not None:
+        os.environ["WARP_CACHE_PATH"] = kernels  # read once, when Warp is first imported
+    sim = make_vecsim(env_id, n, seed, env_kwargs, backend="warp", device=device)
+    sim.warm_up()
+    return sim
+
+
+def run_warm(job: WarmJob, workdir: Path) -> WarmResult:
+    t0 = time.perf_counter()
+    try:
+        _warp_sim(job.env_id, 2, job.seed, job.env_kwargs, job.device, job.kernels).close()
+    except (ImportError, ValueError) as exc:  # no extra, an env Warp cannot run, no such device
+        return WarmResult(ok=False, error=str(exc))
+    _confine()  # nothing untrusted runs here; confined all the same, as every job ends
+    return WarmResult(ok=True, seconds=time.perf_counter() - t0)
+
+
 def run_train(job: TrainJob, workdir: Path) -> TrainResult:
     from . import ppo
     from .presets import preset_for
     from .sandbox import confine_forked
     from .vecsim import make_vecsim
 
-    cfg = ppo.PPOConfig(**{**preset_for(job.env_id), **job.ppo, "total_steps": job.total_steps,
+    cfg = ppo.PPOConfig(**{**preset_for(job.env_id, job.sim), **job.ppo, "total_steps": job.total_steps,
                            "seed": job.seed, "device": job.device})
-    # Both fork (the simulator's slab twins, the learner's twin): before seccomp forbids it.
-    sim = make_vecsim(job.env_id, cfg.num_envs, job.seed, job.env_kwargs, on_fork=confine_forked)
+    if job.sim == "warp":
+        try:
+            sim = _warp_sim(job.env_id, cfg.num_envs, job.seed, job.env_kwargs, cfg.device, job.kernel_cache)
+        except (ImportError, ValueError, OSError) as exc:  # OSError: a kernel missing from a read-only cache
+            return TrainResult(ok=False, error=f"MuJoCo Warp: {exc}")
+    else:
+        # Both fork (the simulator's slab twins, the learner's twin): before seccomp forbids it.
+        sim = make_vecsim(job.env_id, cfg.num_envs, job.seed, job.env_kwargs, on_fork=confine_forked)
     layout, dt, n = sim.layout, sim.dt, sim.num_envs
     progress = open(workdir / "progress.jsonl", "a", buffering=1)
     learner = ppo.make_learner(sim, cfg, on_fork=confine_forked)
@@ -203,7 +238,7 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
     fitness_meter = EpisodeMeter(n, job.fitness.aggregate if job.fitness else "sum")
     comp_meters: dict[str, EpisodeMeter] = {}
     finished: dict[str, list[float]] = {}
-    counts = {"values": 0, "nonfinite": 0}
+    counts = {"values": 0, "nonfinite": 0, "steps": 0}  # steps: trained, whole rollouts (total_steps or more)
 
     def reward_fn(prev, now, actions, done):
         state = state_pair(prev, now, layout, dt, cfg.device)
@@ -232,6 +267,7 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
             if values:
                 line[k] = float(np.mean(values))
         finished.clear()
+        counts["steps"] = stats["global_step"]
         progress.write(json.dumps(line) + "\n")
 
     t0 = time.perf_counter()
@@ -243,8 +279,8 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
         sim.close()
     seconds = time.perf_counter() - t0
     policy.save(workdir / "policy.npz")
-    return TrainResult(ok=True, steps=cfg.total_steps, seconds=seconds,
-                       steps_per_second=cfg.total_steps / seconds, policy=str(workdir / "policy.npz"))
+    return TrainResult(ok=True, steps=counts["steps"], seconds=seconds,
+                       steps_per_second=counts["steps"] / seconds, policy=str(workdir / "policy.npz"))
 
 
 def run_analyze(job: AnalyzeJob, workdir: Path) -> AnalyzeResult:
@@ -359,7 +395,8 @@ def run_reward_eval(job: RewardEvalJob, workdir: Path) -> RewardEvalResult:
     )
 
 
-RUNNERS = {"probe": run_probe, "train": run_train, "analyze": run_analyze, "reward_eval": run_reward_eval}
+RUNNERS = {"probe": run_probe, "train": run_train, "analyze": run_analyze, "reward_eval": run_reward_eval,
+           "warm": run_warm}
 
 
 def main(argv: list[str]) -> int:
