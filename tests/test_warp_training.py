@@ -125,3 +125,24 @@ def test_sim_warp_without_the_extra_is_one_line_and_exit_2(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == "error: --sim warp needs MuJoCo Warp: pip install 'reward-designer[warp]'"
+
+
+@pytest.mark.slow
+def test_a_design_run_trains_its_candidates_on_warp(tmp_path):
+    """The README's demo, one round, on MuJoCo Warp: kernels compiled once, every candidate trained on the batch."""
+    out = tmp_path / "run"
+    proc = cli("design", "halfcheetah-run", "--replay", str(ROOT / "examples" / "demo" / "replies.yaml"),
+               "--iterations", "1", "--samples", "2", "--train-steps", "1000", "--episodes", "1",
+               "--sim", "warp", "--device", "cpu", "--out", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "done" and record["config"]["sim"] == "warp"
+    trained = [c for c in record["candidates"] if c["status"] == "trained"]
+    assert len(trained) == 2 and all(c["fitness"] is not None for c in trained)
+    kernels = (out / "warp" / "kernels").resolve()
+    assert any(kernels.rglob("*.meta"))
+    for c in trained:
+        job = json.loads((out / f"iter_01/cand_{c['index']:02d}/train/job.json").read_text())["job"]
+        assert job["sim"] == "warp" and job["kernel_cache"] == str(kernels)
+        rows = (out / f"iter_01/cand_{c['index']:02d}/train/progress.jsonl").read_text().splitlines()
+        assert json.loads(rows[-1])["global_step"] == 16384  # one rollout of the warp preset: 1024 x 16
