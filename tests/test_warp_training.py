@@ -34,11 +34,17 @@ def listing(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
+# Warp's CPU backend everywhere; a GPU too where there is one (the sandbox, CUDA and Warp together).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                reason="no CUDA device here"))]
+
+
+@pytest.fixture(scope="module", params=DEVICES)
+def prepared(request, tmp_path_factory):
     """A trainer whose kernels are compiled (once for the module: tens of seconds on a CPU)."""
     kernel_dir = tmp_path_factory.mktemp("run") / "warp"  # mktemp's own folder is 0700: a worker cannot enter it
-    trainer = Trainer("HalfCheetah-v5", 256, seed=0, device="cpu", ppo=SMALL, sim="warp", kernel_dir=kernel_dir)
+    trainer = Trainer("HalfCheetah-v5", 256, seed=0, device=request.param, ppo=SMALL, sim="warp",
+                      kernel_dir=kernel_dir)
     trainer.prepare()
     return trainer, kernel_dir / "kernels"
 
@@ -128,12 +134,13 @@ def test_sim_warp_without_the_extra_is_one_line_and_exit_2(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_design_run_trains_its_candidates_on_warp(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_design_run_trains_its_candidates_on_warp(device, tmp_path):
     """The README's demo, one round, on MuJoCo Warp: kernels compiled once, every candidate trained on the batch."""
     out = tmp_path / "run"
     proc = cli("design", "halfcheetah-run", "--replay", str(ROOT / "examples" / "demo" / "replies.yaml"),
                "--iterations", "1", "--samples", "2", "--train-steps", "1000", "--episodes", "1",
-               "--sim", "warp", "--device", "cpu", "--out", str(out), "-q")
+               "--sim", "warp", "--device", device, "--out", str(out), "-q")
     assert proc.returncode == 0, proc.stderr
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "done" and record["config"]["sim"] == "warp"
