@@ -80,13 +80,9 @@ class EpisodeMeter:
         if aggregate == "max":
             self.acc[:] = -np.inf
 
-    def step(self, values: np.ndarray, done) -> np.ndarray:
-        """Add one step; return the values of the episodes that ended on it.
-
-        ``done``: a bool array, or a tensor (a simulator on a device hands out those)."""
+    def step(self, values: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """Add one step; return the values of the episodes that ended on it."""
         values = np.asarray(values, dtype=np.float64)
-        if isinstance(done, torch.Tensor):
-            done = done.cpu().numpy()
         if self.aggregate in ("sum", "mean"):
             self.acc += values
         elif self.aggregate == "max":
@@ -242,6 +238,8 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
 
     def reward_fn(prev, now, actions, done):
         state = state_pair(prev, now, layout, dt, cfg.device)
+        if isinstance(done, torch.Tensor):  # a batch on a device: to the host once, for the meters
+            done = done.cpu().numpy()
         if fitness_fn is not None:
             fit = fitness_values(fitness_fn, state, actions, n)
             finished.setdefault("fitness", []).extend(fitness_meter.step(fit, done))

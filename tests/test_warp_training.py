@@ -16,7 +16,6 @@ import torch
 from reward_designer.program import fitness_from_code
 from reward_designer.sandbox import doctor
 from reward_designer.trainer import Trainer
-from reward_designer.worker import EpisodeMeter
 
 pytest.importorskip("mujoco_warp")
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -92,17 +91,6 @@ def test_an_env_warp_cannot_run_is_refused_before_any_training(tmp_path):
     outcome = Trainer("InvertedPendulum-v5", 256, device="cpu", sim="warp").train(None, tmp_path / "train")
     assert outcome.result is not None and not outcome.result.ok
     assert "InvertedPendulum-v5" in outcome.result.error
-
-
-def test_episode_meter_takes_the_done_flags_of_a_device_batch():
-    values = np.array([1.0, 2.0, 3.0])
-    done = np.array([True, False, True])
-    a, b = EpisodeMeter(3, "sum"), EpisodeMeter(3, "sum")
-    for _ in range(2):
-        a.step(values, np.zeros(3, bool))
-        b.step(values, torch.zeros(3, dtype=torch.bool))
-    np.testing.assert_array_equal(a.step(values, done), b.step(values, torch.from_numpy(done)))
-    np.testing.assert_array_equal(b.acc, [0.0, 6.0, 0.0])
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
