@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU paths in one go, on a machine with a CUDA device and the `warp` and `bench` extras:
-#   1. the tests' CUDA variants (MuJoCo Warp against gymnasium, the collector and PPO on the
-#      device, --sim warp trainings and a design run through the sandbox on the GPU);
+#   1. the tests' CUDA variants: PPO with its policy on the GPU, MuJoCo Warp against gymnasium,
+#      the collector and PPO on the device, --sim warp trainings and a design run through the
+#      sandbox on the GPU;
 #   2. speed: raw MuJoCo Warp, our Warp simulator, our PPO on it (WARP_ENVS worlds);
 #   3. one HalfCheetah candidate of STEPS steps, start to saved policy, through the sandbox:
 #      --sim warp --device cuda, then --sim mujoco on --device cuda and cpu for comparison.
@@ -22,7 +23,7 @@ python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; pri
     || exit 2
 
 echo "== 1. tests on the GPU"
-python -m pytest -q -rs tests/test_warpsim.py tests/test_warp_training.py -k cuda || status=1
+python -m pytest -q -rs tests/test_ppo.py tests/test_warpsim.py tests/test_warp_training.py -k cuda || status=1
 
 echo "== 2. speed, $WARP_ENVS worlds"
 python benchmarks/trainer_speed.py --envs HalfCheetah-v5 Ant-v5 --rows "raw warp" warpsim ours-warp \

@@ -145,9 +145,12 @@ class Bandit(SimBase):
         return StepOut(np.ones((64, 2)), reward, done, ~done, {"obs": np.ones((64, 2))})
 
 
-def test_ppo_learns_a_bandit():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device here"))])
+def test_ppo_learns_a_bandit(device):
+    # On cuda: the simulator on the CPU and the policy and update on the GPU (--device cuda --sim mujoco).
     stats = []
-    cfg = PPOConfig(total_steps=64 * 8 * 40, num_steps=8, lr=3e-3, update_epochs=4)
+    cfg = PPOConfig(total_steps=64 * 8 * 40, num_steps=8, lr=3e-3, update_epochs=4, device=device)
     policy = train(Bandit(), cfg, on_iteration=stats.append)
     assert abs(float(policy.act(np.ones(2))[0]) - 0.5) < 0.1
     assert stats[-1]["global_step"] == cfg.total_steps and stats[-1]["episodes"] == cfg.total_steps
