@@ -14,6 +14,7 @@ those evaluations out.
     python benchmarks/learning.py --steps 200000 --seeds 1 --envs HalfCheetah-v5
     python benchmarks/learning.py --only sb3 --first-seed 1 --seeds 2  # add seeds 1 and 2
     python benchmarks/learning.py --envs Hopper-v5 --spread 20
+    python benchmarks/learning.py --only ours --sim warp    # ours on MuJoCo Warp (a GPU)
 """
 
 from __future__ import annotations
@@ -65,10 +66,16 @@ class Spread:
 
 
 def run_ours(env_id: str, steps: int, seed: int, episodes: int, overrides: dict,
-             spread_k: int) -> tuple[float, float, list[float]]:
-    cfg = PPOConfig.from_dict({**preset_for(env_id), **overrides, "total_steps": steps, "seed": seed})
+             spread_k: int, simulator: str = "mujoco") -> tuple[float, float, list[float]]:
+    cfg = PPOConfig.from_dict({**preset_for(env_id, simulator), **overrides, "total_steps": steps, "seed": seed})
     t0 = time.perf_counter()
-    sim = make_vecsim(env_id, cfg.num_envs, seed=seed)
+    if simulator == "warp":  # on the GPU if there is one; the policy goes where the batch is
+        sim = make_vecsim(env_id, cfg.num_envs, seed=seed, backend="warp")
+        sim.warm_up()  # kernels compiled (and a GPU step captured) before the clock starts
+        cfg.device = sim.device.type
+        t0 = time.perf_counter()
+    else:
+        sim = make_vecsim(env_id, cfg.num_envs, seed=seed)
     learner = make_learner(sim, cfg)
     policy = learner.policy  # updated in place by every update
     spread = Spread(lambda o: policy.act(o), env_id, episodes, seed, spread_k)
@@ -111,6 +118,9 @@ def main() -> None:
     p.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Hopper-v5"])
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--only", choices=["ours", "sb3"], help="run one side only")
+    p.add_argument("--sim", choices=["mujoco", "warp"], default="mujoco",
+                   help="what ours trains on: MuJoCo on the CPU, or a MuJoCo Warp batch (GPU if there is one) "
+                        "with the warp preset")
     p.add_argument("--spread", type=int, default=0, metavar="K",
                    help="also evaluate after each of the last K updates and print min / median / max")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -127,7 +137,8 @@ def main() -> None:
                 if args.only and who != args.only:
                     continue
                 if who == "ours":
-                    ret, sec, spread = run_ours(env_id, args.steps, seed, args.eval_episodes, overrides, args.spread)
+                    ret, sec, spread = run_ours(env_id, args.steps, seed, args.eval_episodes, overrides, args.spread,
+                                                args.sim)
                 else:
                     ret, sec, spread = run_sb3(env_id, args.steps, seed, args.eval_episodes, args.spread)
                 results.setdefault((env_id, who), []).append(ret)

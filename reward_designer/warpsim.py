@@ -35,7 +35,8 @@ def _warp():
         import warp
     except ImportError as exc:  # an optional extra: say how to get it
         raise ImportError("the 'warp' backend needs MuJoCo Warp: pip install 'reward-designer[warp]'") from exc
-    warp.config.quiet = True
+    # No greeting, no line per kernel module loaded: warnings and errors only.
+    warp.config.log_level = warp.LOG_WARNING
     return warp, mujoco_warp
 
 
