@@ -21,7 +21,7 @@ and graph capture happen in a warm-up step before the timing:
   raw warp          mujoco_warp.step on the worlds, frame_skip steps a call: the batch's floor
   warpsim           our Warp simulator alone (observations, rewards, resets), random actions
   ours-warp         our PPO on it, policy and rollout on the same device, env reward;
-                    the warp preset (presets.WARP), then --set, then num_envs --warp-envs
+                    the warp preset (presets.preset_for), then --set, then num_envs --warp-envs
 
 --candidate also times a whole 1M-step HalfCheetah candidate as a worker would
 run it: process start to the saved policy file.

@@ -197,6 +197,13 @@ def test_array_twin_matches_torch(activation, on_device):
 def test_presets():
     assert preset_for("HalfCheetah-v5") == preset_for("HalfCheetah-v4")
     assert preset_for("NoSuchEnv-v0") == {}
+    # On MuJoCo Warp: the same batch, minibatches and epochs, in 16-step rollouts over more worlds.
+    for env_id in ("Hopper-v5", "HalfCheetah-v5", "NoSuchEnv-v0"):
+        cpu = PPOConfig.from_dict(preset_for(env_id))
+        warp = PPOConfig.from_dict(preset_for(env_id, "warp"))
+        assert warp.num_steps == 16 and warp.num_envs * 16 == cpu.num_envs * cpu.num_steps
+        assert {**cpu.to_dict(), "num_envs": 0, "num_steps": 0} == {**warp.to_dict(), "num_envs": 0, "num_steps": 0}
+    assert preset_for("Hopper-v5", "warp")["num_envs"] == 256
     cfg = PPOConfig.from_dict(preset_for("Humanoid-v5"))
     assert isinstance(cfg.hidden, tuple)
     with pytest.raises(ValueError):

@@ -140,4 +140,4 @@ def test_a_design_run_trains_its_candidates_on_warp(device, tmp_path):
         job = json.loads((out / f"iter_01/cand_{c['index']:02d}/train/job.json").read_text())["job"]
         assert job["sim"] == "warp" and job["kernel_cache"] == str(kernels)
         rows = (out / f"iter_01/cand_{c['index']:02d}/train/progress.jsonl").read_text().splitlines()
-        assert json.loads(rows[-1])["global_step"] == 16384  # one rollout of the warp preset: 1024 x 16
+        assert json.loads(rows[-1])["global_step"] == 2048  # one rollout of the warp preset: 128 worlds x 16
