@@ -7,7 +7,7 @@ from gymnasium.spaces import Box
 
 from reward_designer.policy import ArrayNets, Policy
 from reward_designer.ppo import Batch, Collector, FlatAdam, Learner, PPOConfig, compute_gae, make_policy, ppo_gradient, train
-from reward_designer.presets import preset_for
+from reward_designer.presets import PRESETS, preset_for
 from reward_designer.vecsim import SimBase, StepOut, make_vecsim
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -204,6 +204,9 @@ def test_presets():
         assert warp.num_steps == 16 and warp.num_envs * 16 == cpu.num_envs * cpu.num_steps
         assert {**cpu.to_dict(), "num_envs": 0, "num_steps": 0} == {**warp.to_dict(), "num_envs": 0, "num_steps": 0}
     assert preset_for("Hopper-v5", "warp")["num_envs"] == 256
+    for name in PRESETS:  # every preset is a valid config on both simulators (no misspelt field)
+        for sim in ("mujoco", "warp"):
+            PPOConfig.from_dict(preset_for(f"{name}-v5", sim))
     cfg = PPOConfig.from_dict(preset_for("Humanoid-v5"))
     assert isinstance(cfg.hidden, tuple)
     with pytest.raises(ValueError):
