@@ -25,7 +25,7 @@ setting tried and what it got.
 - Swimmer: Hopper's shape with gamma 0.9999 (rl-baselines3-zoo's; progress
   pays off over the whole episode). The base with that gamma stayed at 0-22;
   this gets a median of 148 over seeds 0-4 (292 / 143 / 128 / 358 / 148), a run
-  finding either the ~300 gait or a ~130 one. SB3's defaults: 109 / 114 on seeds 0-1.
+  finding either the ~300 gait or a ~130 one. SB3's defaults: 109 / 114 / 89 on seeds 0-2.
 - The others take the base, with wider nets for Humanoid's 348-d
   observations. Checked at 1M (medians): Walker2d 3714, Ant 1968, Reacher
   -4.1, Pusher -32.6, InvertedPendulum 1000, InvertedDoublePendulum 7516.
