@@ -28,10 +28,8 @@ setting tried and what it got.
   run finding either the ~300 gait or a ~130 one. SB3's defaults: 109 / 114 /
   89 on seeds 0-2.
 - The others take the base, with wider nets for Humanoid's 348-d
-  observations. Checked at 1M (medians): Walker2d 3714, Ant 1968, Reacher
-  -4.1, Pusher -32.6, InvertedPendulum 1000, InvertedDoublePendulum 7516;
-  seed 0: Humanoid 595, HumanoidStandup 160314. Hopper's shape did not
-  carry over to Ant (234 against 2154 on seed 0).
+  observations; docs/TUNING.md has what each gets at 1M. Hopper's shape did
+  not carry over to Ant (234 against 2154 on seed 0).
 - On MuJoCo Warp (``sim="warp"``) a task keeps its preset's batch, minibatches
   and epochs, so it makes the same updates in a budget, but collects the batch
   in rollouts of ``WARP_STEPS`` steps over batch / ``WARP_STEPS`` worlds (128 for
