@@ -74,13 +74,20 @@ def _sim(sim: Sim, device: str) -> str:
     return sim.value
 
 
-def _check_env(env_id: str) -> None:
+def _check_env(env_id: str, env_kwargs: dict | None = None) -> None:
+    """A registered env that our PPO can train on (Box observations and actions), or BadInput."""
     import gymnasium as gym
+
+    from .trainer import check_trainable
 
     try:
         gym.spec(env_id)
     except Exception:  # noqa: BLE001 - gymnasium raises several kinds for an unknown id
         raise BadInput(f"unknown environment id {env_id!r} (not registered with gymnasium)") from None
+    try:
+        check_trainable(env_id, env_kwargs)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _read_python(path: Path, what: str) -> str:
@@ -170,7 +177,7 @@ def design(
         if not task.strip():
             raise BadInput("--task is empty: say what the policy should do")
         spec = TaskSpec(name=env.lower().split("-v")[0] + "-custom", env_id=env, description=task)
-    _check_env(spec.env_id)
+    _check_env(spec.env_id, spec.env_kwargs)
     if fitness is not None:
         spec = spec.model_copy(update={"fitness": _fitness_file(fitness)})
     model = model or os.environ.get("REWARD_DESIGNER_MODEL")

@@ -443,10 +443,17 @@ def update(policy: Policy, optimizer: FlatAdam, data: Batch, cfg: PPOConfig,
     return {**dict(zip(names, (sums / max(steps, 1)).tolist())), "explained_variance": explained}
 
 
+def check_spaces(observation_space, action_space) -> None:
+    """ValueError unless this PPO can act in these spaces: Box observations, Box (continuous) actions."""
+    if not isinstance(observation_space, Box):
+        raise ValueError(f"this PPO takes Box observations; the env has {observation_space}")
+    if not isinstance(action_space, Box):
+        raise ValueError(f"this PPO takes continuous (Box) actions; the env has {action_space}")
+
+
 def make_policy(sim, cfg: PPOConfig) -> Policy:
     """A fresh policy for ``sim``'s spaces; its initial weights depend only on cfg.seed."""
-    if not isinstance(sim.action_space, Box):
-        raise ValueError(f"this PPO takes continuous (Box) actions; the env has {sim.action_space}")
+    check_spaces(sim.observation_space, sim.action_space)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         policy = Policy(

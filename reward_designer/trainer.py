@@ -34,6 +34,24 @@ def read_progress(path: Path) -> list[dict]:
     return rows
 
 
+def check_trainable(env_id: str, env_kwargs: dict | None = None) -> None:
+    """ValueError, saying why, unless our PPO can train on ``env_id`` (Box observations and actions).
+
+    Cheap (one ``gym.make``): callers run it before anything costly, such as an LLM call.
+    """
+    import gymnasium as gym
+
+    from .ppo import check_spaces
+
+    env = gym.make(env_id, **(env_kwargs or {}))
+    try:
+        check_spaces(env.observation_space, env.action_space)
+    except ValueError as exc:
+        raise ValueError(f"{env_id}: {exc}") from None
+    finally:
+        env.close()
+
+
 class Trainer:
     def __init__(
         self,
@@ -62,13 +80,15 @@ class Trainer:
         self._preparing = threading.Lock()  # candidates may train in parallel threads
 
     def prepare(self) -> None:
-        """For sim "warp": compile MuJoCo Warp's kernels for the env, once, before any training.
+        """Check that PPO can train on the env and, for sim "warp", compile MuJoCo Warp's kernels
+        for it, once, before any training.
 
         A worker that loads no reward program compiles them (tens of seconds)
         into ``kernel_dir``; every training then loads them read-only, so no
         candidate compiles them again, and none can change what the next one
-        loads. Raises ValueError with the reason when Warp cannot run the env here.
+        loads. Raises ValueError with the reason when PPO or Warp cannot run the env here.
         """
+        check_trainable(self.env_id, self.env_kwargs)
         with self._preparing:
             if self.sim == "warp" and self.kernel_dir is not None and self._kernels is None:
                 self._kernels = self._compile_kernels()

@@ -127,3 +127,14 @@ def test_readme_commands_use_only_real_options():
             helps[command] = run(command, "--help", env={"COLUMNS": "200"}).stdout
         for opt in re.findall(r"(--[a-z][a-z-]*)", rest):
             assert opt in helps[command], f"README: `{command} {opt}` is not in its --help"
+
+
+def test_env_our_ppo_cannot_act_in(tmp_path):
+    """Discrete actions or observations: refused up front, before any LLM call or run folder."""
+    out = tmp_path / "r"
+    one_line_exit_2(run("design", "--env", "CartPole-v1", "--task", "balance", "--model", "openai/x",
+                        "--out", str(out)), "CartPole-v1", "continuous (Box) actions", "Discrete(2)")
+    assert not out.exists()
+    reward = tmp_path / "reward.py"
+    reward.write_text("def compute_reward(state, action):\n    r = state.obs[:, 0]\n    return r, {'r': r}\n")
+    one_line_exit_2(run("check", str(reward), "--env", "FrozenLake-v1"), "FrozenLake-v1", "Box observations")

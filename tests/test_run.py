@@ -126,3 +126,15 @@ def test_an_existing_run_folder_is_not_overwritten(tmp_path):
     Run.create(tmp_path / "run", RunConfig(task=task, replay="x"))
     with pytest.raises(RunError, match="resume"):
         Run.create(tmp_path / "run", RunConfig(task=task, replay="x"))
+
+
+def test_an_env_ppo_cannot_train_fails_before_any_llm_call(tmp_path):
+    from reward_designer.schemas import TaskSpec
+
+    task = TaskSpec(name="cartpole", env_id="CartPole-v1", description="balance the pole")
+    path = tmp_path / "replies.yaml"
+    path.write_text(yaml.safe_dump({"design": [GOOD]}))
+    with pytest.raises(RunError, match=r"continuous \(Box\) actions.*Discrete\(2\)"):
+        design(task, tmp_path / "run", replay=str(path), samples=1, **CONFIG)
+    calls = tmp_path / "run" / "llm" / "calls.jsonl"
+    assert not calls.exists() or calls.read_text().strip() == ""
