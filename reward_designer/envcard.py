@@ -22,7 +22,10 @@ import mujoco
 import numpy as np
 from pydantic import BaseModel
 
+from reward_designer.mjlog import route_mujoco_warnings
 from reward_designer.state import ModelLayout, layout_from_model
+
+route_mujoco_warnings()  # before any env is made here
 
 SUMMARY_CHARS = 450  # the task description, cut at a sentence end
 SECTION_CHARS = 1000  # termination / observation / action notes from a docstring

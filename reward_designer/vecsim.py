@@ -49,6 +49,7 @@ from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 
 from reward_designer import state as st
+from reward_designer.mjlog import route_mujoco_warnings
 from reward_designer.twin import Twin, shared_array
 
 # A slab twin's requests (RESET carries an 8-byte seed) and its answer.
@@ -59,6 +60,8 @@ BALANCE_EVERY = 64
 # (positions, velocities, warm start, controls, time) and its reset RNG.
 _MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
 _U64 = (1 << 64) - 1
+
+route_mujoco_warnings()  # before any env is made here or in a forked twin
 MJ_KEYS = ("qpos", "qvel", "xpos", "xquat", "cvel", "site_xpos", "sensordata")
 
 

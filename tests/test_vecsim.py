@@ -261,3 +261,28 @@ def test_send_and_recv_pair_up():
         np.testing.assert_array_equal(sim.physics()["qpos"], out.physics["qpos"])
     finally:
         sim.close()
+
+
+def test_mujoco_warnings_are_python_warnings_and_leave_no_log_file(tmp_path):
+    """MuJoCo's handler would print gymnasium's settotalmass deprecation for every HalfCheetah made
+    and append it to MUJOCO_LOG.TXT in the cwd; routed, it is filtered and nothing is written."""
+    script = ("from reward_designer.envcard import EnvCard\n"
+              "from reward_designer.vecsim import make_vecsim\n"
+              "EnvCard.from_env('HalfCheetah-v5')\n"
+              "sim = make_vecsim('HalfCheetah-v5', 4, workers=2)\n"
+              "sim.reset(); sim.close()\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "settotalmass" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+
+    import mujoco
+
+    from reward_designer.mjlog import MujocoWarning
+
+    model = mujoco.MjModel.from_xml_string(
+        "<mujoco><worldbody><body><freejoint/><geom size='.1'/></body></worldbody></mujoco>")
+    data = mujoco.MjData(model)
+    data.qvel[:] = 1e30
+    with pytest.warns(MujocoWarning, match="unstable"):
+        mujoco.mj_step(model, data)
