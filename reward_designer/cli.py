@@ -131,7 +131,7 @@ def _guard(fn):
         except (BadInput, TaskError, LLMError, RunError, EnvCardError) as exc:
             _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except KeyboardInterrupt:
-            _fail("interrupted; `reward-designer resume` continues a run where it stopped", 130)
+            _fail("interrupted", 130)
 
     return wrapper
 
@@ -214,7 +214,10 @@ def resume(
 
 
 def _execute(run, quiet: bool) -> None:
-    record = run.execute(quiet=quiet)
+    try:
+        record = run.execute(quiet=quiet)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; `reward-designer resume {run.folder}` continues the run where it stopped", 130)
     if record.status != "done":
         _fail(record.error or "the run failed", 1)
     best = record.best

@@ -92,6 +92,26 @@ def test_run_ends_with_best_and_summary(full_run):
     assert (out / "fitness.py").read_text().count("compute_fitness") == 1  # asked of the LLM, kept for review
 
 
+def test_ctrl_c_stops_the_run_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    with FakeOpenAI(reply) as server:
+        proc = cli("design", *DESIGN, "--train-steps", "6000", "--api-base", server.base_url, "--out", str(out),
+                   start_new_session=True)
+        progress = out / "iter_01" / "cand_01" / "train" / "progress.jsonl"
+        deadline = time.monotonic() + 240
+        while not (progress.is_file() and progress.read_text().strip()) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        assert progress.is_file(), "training never started"
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the CLI and every worker it started
+        code, err = finish(proc, timeout=60)
+    assert code == 130, err
+    assert f"reward-designer resume {out}" in err.strip().splitlines()[-1]
+    assert "Traceback" not in err
+    record = json.loads((out / "run.json").read_text())
+    assert any(c["status"] == "trained" for c in record["candidates"])  # what finished is kept
+
+
 def test_killed_run_resumes_with_no_repeated_request(full_run, tmp_path):
     ref_out, _, _ = full_run
     out = tmp_path / "run"
