@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,31 @@ def finish(proc: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
 
 def requests_text(server: FakeOpenAI) -> list[str]:
     return [json.dumps(body, sort_keys=True) for body in server.chat_requests]
+
+
+def processes_naming(text: str) -> list[int]:
+    """Pids of the live processes whose command line contains ``text``."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # it ended while we looked
+            continue
+    return pids
+
+
+def design_until_training(server: FakeOpenAI, out) -> subprocess.Popen:
+    """A design run in its own process group, once round 1's second candidate is training."""
+    proc = cli("design", *DESIGN, "--train-steps", "6000", "--api-base", server.base_url, "--out", str(out),
+               start_new_session=True)
+    progress = out / "iter_01" / "cand_01" / "train" / "progress.jsonl"
+    deadline = time.monotonic() + 240
+    while not (progress.is_file() and progress.read_text().strip()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    assert progress.is_file(), "training never started"
+    return proc
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +121,7 @@ def test_run_ends_with_best_and_summary(full_run):
 def test_ctrl_c_stops_the_run_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     with FakeOpenAI(reply) as server:
-        proc = cli("design", *DESIGN, "--train-steps", "6000", "--api-base", server.base_url, "--out", str(out),
-                   start_new_session=True)
-        progress = out / "iter_01" / "cand_01" / "train" / "progress.jsonl"
-        deadline = time.monotonic() + 240
-        while not (progress.is_file() and progress.read_text().strip()) and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.05)
-        assert progress.is_file(), "training never started"
+        proc = design_until_training(server, out)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the CLI and every worker it started
         code, err = finish(proc, timeout=60)
     assert code == 130, err
@@ -110,20 +129,17 @@ def test_ctrl_c_stops_the_run_and_says_how_to_resume(tmp_path):
     assert "Traceback" not in err
     record = json.loads((out / "run.json").read_text())
     assert any(c["status"] == "trained" for c in record["candidates"])  # what finished is kept
+    deadline = time.monotonic() + 10  # and no worker outlives the CLI (their job files are under out)
+    while processes_naming(str(out)):
+        assert time.monotonic() < deadline, "a worker is still running after the CLI exited"
+        time.sleep(0.1)
 
 
 def test_killed_run_resumes_with_no_repeated_request(full_run, tmp_path):
     ref_out, _, _ = full_run
     out = tmp_path / "run"
     with FakeOpenAI(reply) as server:
-        proc = cli("design", *DESIGN, "--train-steps", "6000", "--api-base", server.base_url, "--out", str(out),
-                   start_new_session=True)
-        progress = out / "iter_01" / "cand_01" / "train" / "progress.jsonl"
-        deadline = time.monotonic() + 240
-        while not (progress.is_file() and progress.read_text().strip()) and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.05)
-        assert progress.is_file(), "training never started"
+        proc = design_until_training(server, out)
         os.killpg(proc.pid, signal.SIGKILL)  # the CLI and every worker it started
         proc.wait()
         assert not (out / "iter_01" / "cand_01" / "train" / "result.json").exists()
