@@ -52,6 +52,8 @@ from reward_designer import state as st
 from reward_designer.mjlog import route_mujoco_warnings
 from reward_designer.twin import Twin, shared_array
 
+route_mujoco_warnings()  # before any env is made here or in a forked twin
+
 # A slab twin's requests (RESET carries an 8-byte seed) and its answer.
 _STEP, _RESET, _EXPORT, _IMPORT, _DONE = b"s", b"r", b"x", b"i", b"d"
 # The slab split is rebalanced every this many steps (``MujocoVecSim._balance``).
@@ -60,8 +62,6 @@ BALANCE_EVERY = 64
 # (positions, velocities, warm start, controls, time) and its reset RNG.
 _MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
 _U64 = (1 << 64) - 1
-
-route_mujoco_warnings()  # before any env is made here or in a forked twin
 MJ_KEYS = ("qpos", "qvel", "xpos", "xquat", "cvel", "site_xpos", "sensordata")
 
 

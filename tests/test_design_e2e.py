@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from fake_openai import FakeOpenAI
+from processes import processes_naming
 from scripted import reply
 
 pytestmark = pytest.mark.slow
@@ -34,18 +34,6 @@ def finish(proc: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
 
 def requests_text(server: FakeOpenAI) -> list[str]:
     return [json.dumps(body, sort_keys=True) for body in server.chat_requests]
-
-
-def processes_naming(text: str) -> list[int]:
-    """Pids of the live processes whose command line contains ``text``."""
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if text.encode() in cmdline.read_bytes():
-                pids.append(int(cmdline.parent.name))
-        except OSError:  # it ended while we looked
-            continue
-    return pids
 
 
 def design_until_training(server: FakeOpenAI, out) -> subprocess.Popen:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from processes import processes_naming
 from reward_designer import sandbox
 from reward_designer.sandbox import (
     LAYERS,
@@ -142,14 +143,7 @@ def test_a_failing_poll_kills_the_worker_and_propagates(tmp_path):
             open({str(marker)!r}, "w").close()
             time.sleep(1000)
         """, poll=poll)
-    left = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if b"snippet_worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                left.append(pid)
-        except OSError:
-            continue
-    assert left == []
+    assert processes_naming("snippet_worker") == []
 
 
 def test_cpu_limit(tmp_path):

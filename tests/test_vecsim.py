@@ -265,7 +265,7 @@ def test_send_and_recv_pair_up():
 
 def test_mujoco_warnings_are_python_warnings_and_leave_no_log_file(tmp_path):
     """MuJoCo's handler would print gymnasium's settotalmass deprecation for every HalfCheetah made
-    and append it to MUJOCO_LOG.TXT in the cwd; routed, it is filtered and nothing is written."""
+    and append it to MUJOCO_LOG.TXT in the cwd; routed, it is dropped and nothing is written."""
     script = ("from reward_designer.envcard import EnvCard\n"
               "from reward_designer.vecsim import make_vecsim\n"
               "EnvCard.from_env('HalfCheetah-v5')\n"
