@@ -147,7 +147,7 @@ def design(
     api_base: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible server (vLLM, Ollama), e.g. http://localhost:8000/v1.")] = None,
     iterations: Annotated[int, typer.Option(min=1, help="Design rounds.")] = 3,
     samples: Annotated[int, typer.Option(min=1, help="Reward programs asked of the LLM per round.")] = 4,
-    train_steps: Annotated[Optional[int], typer.Option(min=1, help="PPO env steps per candidate. Default: the task card's, else 1000000.")] = None,
+    train_steps: Annotated[Optional[int], typer.Option(min=1, help="PPO env steps per candidate, in whole PPO batches (rounded down, at least one). Default: the task card's, else 1000000.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder. Default: runs/<task name>.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for training and evaluation.")] = 0,
     device: Annotated[Device, typer.Option(help="Where policies and rewards run.")] = Device.auto,
@@ -285,7 +285,7 @@ def check(
 def train(
     file: Annotated[Path, typer.Argument(help="Python file defining compute_reward(state, action).")],
     env: Annotated[str, typer.Option(help="Gymnasium env id.")],
-    steps: Annotated[int, typer.Option(min=1, help="PPO env steps.")] = 1_000_000,
+    steps: Annotated[int, typer.Option(min=1, help="PPO env steps, in whole PPO batches (rounded down, at least one).")] = 1_000_000,
     out: Annotated[Path, typer.Option(help="Folder for the policy, training log and analysis.")] = Path("runs/manual"),
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     device: Annotated[Device, typer.Option(help="Where the policy and the reward run.")] = Device.auto,
@@ -318,8 +318,11 @@ def train(
         trainer.prepare()
     except ValueError as exc:
         raise BadInput(str(exc)) from None
+    if trainer.planned_steps > steps:  # rounding down loses under a batch; rounding up to one may surprise
+        err.print(f"note: PPO on {env} trains whole batches of {trainer.batch} steps: "
+                  f"training {trainer.planned_steps}, not {steps}", markup=False)
     with Progress(console=err) as bars:
-        bar = bars.add_task("training", total=steps)
+        bar = bars.add_task("training", total=trainer.planned_steps)
         result = trainer.train(code, out / "train", spec, on_progress=lambda s: bars.update(bar, completed=s))
     if not result.ok:
         _fail("training failed: " + (result.problem or result.result.error), 1)

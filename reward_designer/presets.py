@@ -88,3 +88,9 @@ def preset_for(env_id: str, sim: str = "mujoco") -> dict:
         shape = {**BASE, **preset}  # an unknown env's {} is BASE, the PPOConfig defaults
         preset.update(num_envs=max(1, shape["num_envs"] * shape["num_steps"] // WARP_STEPS), num_steps=WARP_STEPS)
     return preset
+
+
+def batch_steps(env_id: str, sim: str = "mujoco", overrides: dict | None = None) -> int:
+    """Env steps per PPO update on ``env_id``: the preset's batch, with ``overrides`` (PPOConfig fields) on top."""
+    shape = {**BASE, **preset_for(env_id, sim), **(overrides or {})}
+    return shape["num_envs"] * shape["num_steps"]

@@ -180,6 +180,9 @@ class Run:
             self._trainer.prepare()
         except ValueError as exc:
             raise RunError(str(exc)) from None
+        if self._trainer.planned_steps > cfg.train_steps and not quiet:
+            self.console.print(f"note: PPO on {cfg.task.env_id} trains whole batches of {self._trainer.batch} steps: "
+                               f"{self._trainer.planned_steps} per candidate, not {cfg.train_steps}")
         designer = Designer(llm, cfg.task, envcard)
         fitness = self._fitness(llm, designer)
         self._analyzer = Analyzer(cfg.task.env_id, fitness, cfg.task.env_kwargs, episodes=cfg.episodes,
@@ -239,7 +242,7 @@ class Run:
             ]
             messages = designer.refine_messages(
                 {"code": (self.folder / best.name / "reward.py").read_text(), "reflection": analysis.reflection,
-                 "trained_steps": self.config.train_steps, "episodes": analysis.episodes},
+                 "trained_steps": self._trainer.planned_steps, "episodes": analysis.episodes},
                 analysis.feedback, others)
         _write(folder / "prompt.md", "\n\n".join(f"## {m['role']}\n\n{m['content']}" for m in messages))
         codes = designer.propose(self.config.samples, messages)
@@ -256,10 +259,10 @@ class Run:
 
         def train_one(item):
             j, cand, code, fixes = item
-            task = bars.add_task(f"  iter {it} cand {j}", total=self.config.train_steps)
+            task = bars.add_task(f"  iter {it} cand {j}", total=self._trainer.planned_steps)
             rec = self._train_and_analyze(it, j, cand, code, fixes,
                                           lambda step: bars.update(task, completed=step))
-            bars.update(task, completed=self.config.train_steps)
+            bars.update(task, completed=self._trainer.planned_steps)
             return rec
 
         with ThreadPoolExecutor(max_workers=self.config.workers) as pool:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from .jobs import JobOutcome, run_job
+from .presets import batch_steps
 from .sandbox import Limits, read_output
 from .schemas import FitnessSpec, Sim, TrainJob, WarmJob
 
@@ -78,6 +79,17 @@ class Trainer:
         self.sim, self.kernel_dir = sim, kernel_dir
         self._kernels: Path | None = None  # set by prepare()
         self._preparing = threading.Lock()  # candidates may train in parallel threads
+        self._checked = False  # by prepare(): the env is one PPO can train on
+
+    @property
+    def batch(self) -> int:
+        """Env steps per PPO update: a training takes whole batches."""
+        return batch_steps(self.env_id, self.sim, self.ppo)
+
+    @property
+    def planned_steps(self) -> int:
+        """The env steps a training takes: ``steps`` rounded down to whole batches, at least one."""
+        return max(1, self.steps // self.batch) * self.batch
 
     def prepare(self) -> None:
         """Check that PPO can train on the env and, for sim "warp", compile MuJoCo Warp's kernels
@@ -88,8 +100,10 @@ class Trainer:
         candidate compiles them again, and none can change what the next one
         loads. Raises ValueError with the reason when PPO or Warp cannot run the env here.
         """
-        check_trainable(self.env_id, self.env_kwargs)
         with self._preparing:
+            if not self._checked:
+                check_trainable(self.env_id, self.env_kwargs)
+                self._checked = True
             if self.sim == "warp" and self.kernel_dir is not None and self._kernels is None:
                 self._kernels = self._compile_kernels()
 

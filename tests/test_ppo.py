@@ -7,7 +7,7 @@ from gymnasium.spaces import Box
 
 from reward_designer.policy import ArrayNets, Policy
 from reward_designer.ppo import Batch, Collector, FlatAdam, Learner, PPOConfig, compute_gae, make_policy, ppo_gradient, train
-from reward_designer.presets import PRESETS, preset_for
+from reward_designer.presets import PRESETS, batch_steps, preset_for
 from reward_designer.vecsim import SimBase, StepOut, make_vecsim
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -209,6 +209,12 @@ def test_presets():
             PPOConfig.from_dict(preset_for(f"{name}-v5", sim))
     cfg = PPOConfig.from_dict(preset_for("Humanoid-v5"))
     assert isinstance(cfg.hidden, tuple)
+    # batch_steps is what the config it describes trains per update, overrides and all.
+    for env_id, sim, overrides in (("Hopper-v5", "mujoco", None), ("Hopper-v5", "warp", None),
+                                   ("NoSuchEnv-v0", "mujoco", None), ("Ant-v5", "mujoco", {"num_envs": 4})):
+        cfg = PPOConfig.from_dict({**preset_for(env_id, sim), **(overrides or {})})
+        assert batch_steps(env_id, sim, overrides) == cfg.num_envs * cfg.num_steps
+    assert batch_steps("Hopper-v5") == 4096 and batch_steps("Ant-v5", overrides={"num_envs": 4}) == 256
     with pytest.raises(ValueError):
         PPOConfig.from_dict({"learning_rate": 1.0})
 

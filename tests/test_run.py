@@ -138,3 +138,15 @@ def test_an_env_ppo_cannot_train_fails_before_any_llm_call(tmp_path):
         design(task, tmp_path / "run", replay=str(path), samples=1, **CONFIG)
     calls = tmp_path / "run" / "llm" / "calls.jsonl"
     assert not calls.exists() or calls.read_text().strip() == ""
+
+
+def test_training_takes_whole_batches_and_the_llm_is_told_how_many_steps(tmp_path):
+    # 100 steps is under one batch (4 envs x 64 steps): a candidate trains one batch, and the
+    # refine prompt says 256, the steps the policy it describes had.
+    config = {**CONFIG, "iterations": 2, "train_steps": 100}
+    record = design(load_task("pendulum-upright"), tmp_path / "run",
+                    replay=replies(tmp_path, [GOOD, GOOD]), samples=1, **config)
+    assert record.status == "done"
+    result = json.loads((tmp_path / "run" / "iter_01" / "cand_00" / "train" / "result.json").read_text())
+    assert result["result"]["steps"] == 256
+    assert "(256 env steps of PPO)" in (tmp_path / "run" / "iter_02" / "prompt.md").read_text()

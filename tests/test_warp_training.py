@@ -56,7 +56,7 @@ def test_trainings_load_the_kernels_compiled_once(prepared, tmp_path):
     for name, code, fitness in (("designed", REWARD, FITNESS), ("env_reward", None, None)):
         outcome = trainer.train(code, tmp_path / name, fitness)
         assert outcome.ok, outcome.problem or outcome.result.error
-        assert outcome.result.steps == 256  # 8 worlds x 16 steps x 2 updates
+        assert outcome.result.steps == trainer.planned_steps == 256  # 8 worlds x 16 steps x 2 updates
         assert (tmp_path / name / "policy.npz").is_file()
         job = json.loads((tmp_path / name / "job.json").read_text())["job"]
         assert job["sim"] == "warp" and job["kernel_cache"] == str(kernels.resolve())
