@@ -77,14 +77,15 @@ def _usage(root: Path, max_entries: int) -> tuple[int, int]:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _tree_usage(pid: int) -> tuple[float, float]:
-    """CPU seconds and resident MB of ``pid`` and its descendants, from /proc.
+def _tree_usage(pid: int) -> tuple[float, float, int]:
+    """CPU seconds, resident MB and threads of ``pid`` and its descendants, from /proc.
 
     wait4() cannot tell: bubblewrap's outer process learns the exit code
     without reaping the namespace's init, so the worker's usage never reaches
     it. Sampled while the worker runs; the last sample stands.
     """
     cpu = rss = 0.0
+    threads = 0
     todo = [pid]
     while todo:
         p = todo.pop()
@@ -93,12 +94,13 @@ def _tree_usage(pid: int) -> tuple[float, float]:
                 fields = f.read().rsplit(")", 1)[1].split()
             cpu += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
             rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+            threads += int(fields[17])
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as f:
                     todo += [int(c) for c in f.read().split()]
         except (OSError, ValueError, IndexError):
             continue
-    return cpu, rss
+    return cpu, rss, threads
 
 
 def sanitize_workdir(root: Path) -> list[str]:
@@ -218,6 +220,7 @@ def run_worker(
 
     timed_out, over_disk, over_memory, rusage, wait_status = False, "", False, None, None
     next_check, peak_cpu, peak_rss, loops = t0, 0.0, 0.0, 0
+    sampled_at, threads = t0, 1  # when peak_cpu was last read, and the threads that could add to it since
     try:
         while True:
             pid, wait_status, rusage = os.wait4(proc.pid, os.WNOHANG)
@@ -228,8 +231,8 @@ def run_worker(
                 timed_out = True
             elif now >= next_check:
                 next_check = now + _CHECK_S
-                cpu, rss = _tree_usage(proc.pid)
-                peak_cpu, peak_rss = max(peak_cpu, cpu), max(peak_rss, rss)
+                cpu, rss, threads = _tree_usage(proc.pid)
+                peak_cpu, peak_rss, sampled_at = max(peak_cpu, cpu), max(peak_rss, rss), time.monotonic()
                 used, entries = _usage(workdir, limits.max_files)
                 if not limits.address_space and rss > limits.memory_mb:
                     over_memory = True
@@ -251,6 +254,7 @@ def run_worker(
         proc.wait()
         raise
     finally:
+        ended_at = time.monotonic()
         if proc.returncode is None:  # reaped by wait4 above, not by Popen: tell it
             proc.returncode = os.waitstatus_to_exitcode(wait_status)
         for t in tails:
@@ -261,7 +265,9 @@ def run_worker(
     return _outcome(
         wait_status, limits, plan, status_reader.layers, tails,
         cpu=max(peak_cpu, rusage.ru_utime + rusage.ru_stime),
-        rss=max(peak_rss, rusage.ru_maxrss / 1024), wall=time.monotonic() - t0,
+        # A loaded machine can delay the samples by seconds: the most CPU the tree can have used since the last.
+        unsampled_cpu=(ended_at - sampled_at) * min(threads, os.cpu_count() or 1),
+        rss=max(peak_rss, rusage.ru_maxrss / 1024), wall=ended_at - t0,
         timed_out=timed_out, over_disk=over_disk, over_memory=over_memory,
     )
 
@@ -285,7 +291,8 @@ _MEMORY_WORDS = ("MemoryError", "std::bad_alloc", "can't allocate memory", "Cann
 
 
 def _outcome(wait_status, limits: Limits, plan, confined: list[str], tails, *,
-             cpu: float, rss: float, wall: float, timed_out: bool, over_disk: str, over_memory: bool) -> Outcome:
+             cpu: float, unsampled_cpu: float, rss: float, wall: float, timed_out: bool, over_disk: str,
+             over_memory: bool) -> Outcome:
     code = sig = None
     if os.WIFSIGNALED(wait_status):
         sig = os.WTERMSIG(wait_status)
@@ -307,7 +314,8 @@ def _outcome(wait_status, limits: Limits, plan, confined: list[str], tails, *,
     elif sig == signal.SIGSYS:
         limit, detail = "seccomp", ("killed by seccomp (SIGSYS) for a forbidden system call "
                                     "(starting a process, signalling another, tracing, mounting or similar)")
-    elif sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= limits.cpu_s - 0.5):
+    elif sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu + unsampled_cpu >= limits.cpu_s - 0.5):
+        # SIGKILL: the hard RLIMIT_CPU, one second past the soft one, for a worker that ignores SIGXCPU.
         limit, detail = "cpu", f"killed ({name}) at the {limits.cpu_s} s CPU-time limit"
     elif sig == signal.SIGXFSZ:
         limit, detail = "file_size", f"killed (SIGXFSZ) for writing a file larger than {limits.file_mb} MB"

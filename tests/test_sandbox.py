@@ -151,6 +151,22 @@ def test_cpu_limit(tmp_path):
     assert out.limit == "cpu" and out.signal_name in ("SIGXCPU", "SIGKILL")
 
 
+def test_cpu_limit_is_named_when_the_worker_ignores_sigxcpu_and_no_sample_saw_it_near(tmp_path, monkeypatch):
+    # The hard limit's SIGKILL says nothing by itself, and under bubblewrap no rusage reaches the
+    # parent: the CPU samples tell. A loaded machine can delay them; here no sample follows the first.
+    from reward_designer.sandbox import runner
+
+    monkeypatch.setattr(runner, "_CHECK_S", 1000.0)
+    out = snippet(tmp_path, """
+        import signal
+        signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+        while True: pass
+    """, SMALL.model_copy(update={"cpu_s": 1}))
+    assert out.signal_name == "SIGKILL" and out.limit == "cpu", out.detail
+    quick = snippet(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    assert quick.signal_name == "SIGKILL" and quick.limit is None, quick.detail
+
+
 def test_memory_limit(tmp_path):
     out = snippet(tmp_path, "x = bytearray(4 * 2**30)", SMALL.model_copy(update={"memory_mb": 512}))
     assert out.limit == "memory" and "MemoryError" in out.stderr_tail
