@@ -237,7 +237,7 @@ class LLMClient:
         prices: tuple[float, float] | None = None,  # USD per 1M prompt / completion tokens
         backoff_s: float = 1.0,  # first retry delay; doubles each retry (tests shrink it)
         max_backoff_s: float = 30.0,
-        timeout_s: float | None = None,  # per request; default: whatever is left of the deadline
+        timeout_s: float | None = None,  # litellm's per-request backstop; default: the deadline
     ):
         if not model:
             raise LLMError(f"no model configured: pass --model or set {MODEL_ENV}")
@@ -383,7 +383,9 @@ class LLMClient:
         """Run litellm.completion in a thread and stop waiting when the deadline passes.
 
         litellm's own timeout fires late (1 s asked, 4.6 s seen), so it is only a
-        backstop that lets the abandoned thread end soon after we stop waiting.
+        backstop that lets an abandoned thread end. It is the same on every call:
+        litellm keeps one HTTP client per timeout (among other keys), so a timeout
+        that shrank with the deadline opened a connection per call and kept each open.
         """
         lm = _lm()
         provider, _ = self._resolve()
@@ -391,7 +393,7 @@ class LLMClient:
             model=self.model,
             messages=messages,
             temperature=temperature,
-            timeout=min(self.timeout_s or remaining, remaining),
+            timeout=self.timeout_s or self.deadline_s,
             num_retries=0,  # retries are ours
             max_retries=0,  # ... and not the openai SDK's either
             drop_params=True,  # e.g. models that only take temperature=1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -108,6 +109,22 @@ def test_deadline_does_not_rely_on_litellm_timeout(monkeypatch):
     with pytest.raises(LLMError, match="deadline"):
         c.complete(MSGS)
     assert time.monotonic() - t0 < 1.5
+
+
+def test_calls_reuse_the_connection():
+    # litellm keys its HTTP clients on the timeout, among others: one that changed per call
+    # left a connection open per call (two descriptors here, the fake server being in-process).
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with FakeOpenAI() as server:
+        c = client(server)
+        for _ in range(3):
+            c.complete(MSGS)
+        before = open_fds()
+        for _ in range(20):
+            c.complete(MSGS)
+        assert open_fds() <= before + 2
 
 
 def test_deadline_stops_retrying():
