@@ -318,9 +318,8 @@ def train(
         trainer.prepare()
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    if trainer.planned_steps > steps:  # rounding down loses under a batch; rounding up to one may surprise
-        err.print(f"note: PPO on {env} trains whole batches of {trainer.batch} steps: "
-                  f"training {trainer.planned_steps}, not {steps}", markup=False)
+    if note := trainer.rounding_note():
+        err.print(note, markup=False)
     with Progress(console=err) as bars:
         bar = bars.add_task("training", total=trainer.planned_steps)
         result = trainer.train(code, out / "train", spec, on_progress=lambda s: bars.update(bar, completed=s))

@@ -180,9 +180,8 @@ class Run:
             self._trainer.prepare()
         except ValueError as exc:
             raise RunError(str(exc)) from None
-        if self._trainer.planned_steps > cfg.train_steps and not quiet:
-            self.console.print(f"note: PPO on {cfg.task.env_id} trains whole batches of {self._trainer.batch} steps: "
-                               f"{self._trainer.planned_steps} per candidate, not {cfg.train_steps}")
+        if (note := self._trainer.rounding_note()) and not quiet:
+            self.console.print(note, markup=False)
         designer = Designer(llm, cfg.task, envcard)
         fitness = self._fitness(llm, designer)
         self._analyzer = Analyzer(cfg.task.env_id, fitness, cfg.task.env_kwargs, episodes=cfg.episodes,

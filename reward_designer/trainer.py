@@ -91,6 +91,13 @@ class Trainer:
         """The env steps a training takes: ``steps`` rounded down to whole batches, at least one."""
         return max(1, self.steps // self.batch) * self.batch
 
+    def rounding_note(self) -> str | None:
+        """What to tell the user when ``steps`` is under one batch (rounding down loses under a batch)."""
+        if self.planned_steps <= self.steps:
+            return None
+        return (f"note: PPO on {self.env_id} trains whole batches of {self.batch} steps: "
+                f"training {self.planned_steps}, not {self.steps}")
+
     def prepare(self) -> None:
         """Check that PPO can train on the env and, for sim "warp", compile MuJoCo Warp's kernels
         for it, once, before any training.
