@@ -74,8 +74,9 @@ def _sim(sim: Sim, device: str) -> str:
     return sim.value
 
 
-def _check_env(env_id: str, env_kwargs: dict | None = None) -> None:
-    """A registered env that our PPO can train on (Box observations and actions), or BadInput."""
+def _check_env(env_id: str, env_kwargs: dict | None = None, trainer=None) -> None:
+    """A registered env that our PPO can train on (Box observations and actions), or BadInput.
+    With ``trainer``, its check does it, so that the trainer does not make the env again."""
     import gymnasium as gym
 
     from .trainer import check_trainable
@@ -85,7 +86,10 @@ def _check_env(env_id: str, env_kwargs: dict | None = None) -> None:
     except Exception:  # noqa: BLE001 - gymnasium raises several kinds for an unknown id
         raise BadInput(f"unknown environment id {env_id!r} (not registered with gymnasium)") from None
     try:
-        check_trainable(env_id, env_kwargs)
+        if trainer is not None:
+            trainer.check()
+        else:
+            check_trainable(env_id, env_kwargs)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 
@@ -301,17 +305,17 @@ def train(
     from .trainer import Trainer
 
     code = _read_python(file, "reward file")
-    _check_env(env)
     spec = _fitness_file(fitness)
     dev = _device(device)
     simulator = _sim(sim, dev)
+    trainer = Trainer(env, steps, seed=seed, device=dev, sim=simulator, kernel_dir=out / "warp")
+    _check_env(env, trainer=trainer)
     report = Critic(env, seed=seed).check(code, out / "probe")
     if not report.ok:
         err.print(f"{file}: rejected by the critic at {report.stage}", markup=False)
         for f in report.findings:
             err.print(f"  - {f}", markup=False)
         raise typer.Exit(1)
-    trainer = Trainer(env, steps, seed=seed, device=dev, sim=simulator, kernel_dir=out / "warp")
     if simulator == "warp":
         err.print(f"MuJoCo Warp: compiling the kernels for {env}", markup=False)
     try:

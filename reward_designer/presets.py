@@ -79,18 +79,23 @@ PRESETS: dict[str, dict] = {
 WARP_STEPS = 16  # rollout length on MuJoCo Warp; the batch sets the number of worlds
 
 
+def _shape(preset: dict) -> dict:
+    """A preset with the base under it: the PPOConfig values it runs with (an unknown env's {} is BASE)."""
+    return {**BASE, **preset}
+
+
 def preset_for(env_id: str, sim: str = "mujoco") -> dict:
     """PPOConfig overrides for ``env_id`` ("Hopper-v5", "gymnasium/Hopper-v4", ...) on ``sim``
     ("mujoco", or "warp": one MuJoCo Warp batch, the same batch in ``WARP_STEPS``-step rollouts)."""
     name = re.sub(r"-v\d+$", "", env_id.rsplit("/", 1)[-1])
     preset = copy.deepcopy(PRESETS.get(name, {}))
     if sim == "warp":
-        shape = {**BASE, **preset}  # an unknown env's {} is BASE, the PPOConfig defaults
+        shape = _shape(preset)
         preset.update(num_envs=max(1, shape["num_envs"] * shape["num_steps"] // WARP_STEPS), num_steps=WARP_STEPS)
     return preset
 
 
 def batch_steps(env_id: str, sim: str = "mujoco", overrides: dict | None = None) -> int:
     """Env steps per PPO update on ``env_id``: the preset's batch, with ``overrides`` (PPOConfig fields) on top."""
-    shape = {**BASE, **preset_for(env_id, sim), **(overrides or {})}
+    shape = _shape({**preset_for(env_id, sim), **(overrides or {})})
     return shape["num_envs"] * shape["num_steps"]

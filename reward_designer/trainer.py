@@ -79,7 +79,7 @@ class Trainer:
         self.sim, self.kernel_dir = sim, kernel_dir
         self._kernels: Path | None = None  # set by prepare()
         self._preparing = threading.Lock()  # candidates may train in parallel threads
-        self._checked = False  # by prepare(): the env is one PPO can train on
+        self._checked = False  # by check(): the env is one PPO can train on
 
     @property
     def batch(self) -> int:
@@ -98,6 +98,12 @@ class Trainer:
         return (f"note: PPO on {self.env_id} trains whole batches of {self.batch} steps: "
                 f"training {self.planned_steps}, not {self.steps}")
 
+    def check(self) -> None:
+        """ValueError, saying why, unless PPO can train on the env: one ``gym.make``, once per Trainer."""
+        if not self._checked:
+            check_trainable(self.env_id, self.env_kwargs)
+            self._checked = True
+
     def prepare(self) -> None:
         """Check that PPO can train on the env and, for sim "warp", compile MuJoCo Warp's kernels
         for it, once, before any training.
@@ -108,9 +114,7 @@ class Trainer:
         loads. Raises ValueError with the reason when PPO or Warp cannot run the env here.
         """
         with self._preparing:
-            if not self._checked:
-                check_trainable(self.env_id, self.env_kwargs)
-                self._checked = True
+            self.check()
             if self.sim == "warp" and self.kernel_dir is not None and self._kernels is None:
                 self._kernels = self._compile_kernels()
 

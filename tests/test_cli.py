@@ -138,3 +138,5 @@ def test_env_our_ppo_cannot_act_in(tmp_path):
     reward = tmp_path / "reward.py"
     reward.write_text("def compute_reward(state, action):\n    r = state.obs[:, 0]\n    return r, {'r': r}\n")
     one_line_exit_2(run("check", str(reward), "--env", "FrozenLake-v1"), "FrozenLake-v1", "Box observations")
+    one_line_exit_2(run("train", str(reward), "--env", "CartPole-v1", "--out", str(out)), "CartPole-v1", "Discrete(2)")
+    assert not out.exists()
