@@ -460,7 +460,8 @@ def make_policy(sim, cfg: PPOConfig) -> Policy:
             int(np.prod(sim.observation_space.shape)), int(np.prod(sim.action_space.shape)),
             sim.action_space.low.tolist(), sim.action_space.high.tolist(),
             hidden=cfg.hidden, value_hidden=cfg.value_hidden, activation=cfg.activation,
-            log_std_init=cfg.log_std_init, obs_clip=cfg.obs_clip,
+            # Without normalisation training feeds the nets raw observations, unclipped: so must acting.
+            log_std_init=cfg.log_std_init, obs_clip=cfg.obs_clip if cfg.norm_obs else float("inf"),
         )
     return policy.to(cfg.device)
 

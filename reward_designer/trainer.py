@@ -99,8 +99,15 @@ class Trainer:
                 f"training {self.planned_steps}, not {self.steps}")
 
     def check(self) -> None:
-        """ValueError, saying why, unless PPO can train on the env: one ``gym.make``, once per Trainer."""
+        """ValueError, saying why, unless PPO can train on the env with the ``ppo`` overrides:
+        one ``gym.make``, once per Trainer."""
         if not self._checked:
+            from .ppo import PPOConfig
+
+            try:
+                PPOConfig.from_dict(self.ppo)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"ppo overrides: {exc}") from None
             check_trainable(self.env_id, self.env_kwargs)
             self._checked = True
 

@@ -211,8 +211,11 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
     from .sandbox import confine_forked
     from .vecsim import make_vecsim
 
-    cfg = ppo.PPOConfig(**{**preset_for(job.env_id, job.sim), **job.ppo, "total_steps": job.total_steps,
-                           "seed": job.seed, "device": job.device})
+    try:
+        cfg = ppo.PPOConfig.from_dict({**preset_for(job.env_id, job.sim), **job.ppo, "total_steps": job.total_steps,
+                                       "seed": job.seed, "device": job.device})
+    except (TypeError, ValueError) as exc:
+        return TrainResult(ok=False, error=f"ppo overrides: {exc}")
     if job.sim == "warp":
         try:
             sim = _warp_sim(job.env_id, cfg.num_envs, job.seed, job.env_kwargs, cfg.device, job.kernel_cache)

@@ -172,6 +172,16 @@ def test_policy_saves_weights_without_pickle(tmp_path):
     assert np.all(np.abs(loaded.act(obs * 100)) <= 1.0)
 
 
+def test_without_obs_normalisation_the_saved_policy_acts_on_raw_observations(tmp_path):
+    """Training then feeds the nets raw, unclipped observations; a saved policy must see the same."""
+    policy = make_policy(ScriptedSim(), PPOConfig(hidden=(8, 8), norm_obs=False))
+    policy.save(tmp_path / "policy.npz")
+    obs = np.array([[50.0, -30.0, 20.0]])  # past obs_clip (10)
+    with torch.no_grad():
+        raw = policy.clip(policy.actor(torch.as_tensor(obs, dtype=torch.float32))).numpy()
+    np.testing.assert_allclose(Policy.load(tmp_path / "policy.npz").act(obs), raw, rtol=1e-6)
+
+
 @pytest.mark.parametrize("on_device", [False, True])
 @pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
 def test_array_twin_matches_torch(activation, on_device):

@@ -140,6 +140,28 @@ def test_an_env_ppo_cannot_train_fails_before_any_llm_call(tmp_path):
     assert not calls.exists() or calls.read_text().strip() == ""
 
 
+def test_a_mistyped_ppo_override_fails_before_any_llm_call(tmp_path):
+    path = tmp_path / "replies.yaml"
+    path.write_text(yaml.safe_dump({"design": [GOOD]}))
+    config = {**CONFIG, "ppo": {"nmu_envs": 4}}
+    with pytest.raises(RunError, match=r"ppo overrides: unknown PPOConfig fields: \['nmu_envs'\]"):
+        design(load_task("pendulum-upright"), tmp_path / "run", replay=str(path), samples=1, **config)
+    calls = tmp_path / "run" / "llm" / "calls.jsonl"
+    assert not calls.exists() or calls.read_text().strip() == ""
+
+
+def test_a_job_with_a_mistyped_ppo_override_says_so(tmp_path):
+    """A TrainJob that bypasses the Trainer's check: the worker names the field, not a traceback."""
+    from reward_designer.jobs import run_job
+    from reward_designer.sandbox import Limits
+    from reward_designer.schemas import TrainJob
+
+    job = TrainJob(env_id="InvertedPendulum-v5", code=None, total_steps=256, ppo={"nmu_envs": 4})
+    outcome = run_job(job, tmp_path / "w", Limits(wall_s=60))
+    assert not outcome.ok and outcome.result is not None
+    assert outcome.result.error == "ppo overrides: unknown PPOConfig fields: ['nmu_envs']"
+
+
 def test_training_takes_whole_batches_and_the_llm_is_told_how_many_steps(tmp_path):
     # 100 steps is under one batch (4 envs x 64 steps): a candidate trains one batch, and the
     # refine prompt says 256, the steps the policy it describes had.
