@@ -59,8 +59,8 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     target_kl: float | None = None  # stop an update's epochs early past this KL
-    # Adaptive step size (rsl_rl's schedule): per minibatch, lr /= 1.5 when the KL to the
-    # behaviour policy is over 2x this, lr *= 1.5 under half of it; replaces anneal_lr.
+    # Adaptive step size (rsl_rl's schedule): per minibatch, before its step, lr /= 1.5 when the KL
+    # to the behaviour policy is over 2x this, lr *= 1.5 under half of it; replaces anneal_lr.
     # Large minibatches take few steps per sample; this lets each step be as big as is safe.
     desired_kl: float | None = 0.01
     norm_obs: bool = True
@@ -426,16 +426,16 @@ def update(policy: Policy, optimizer: FlatAdam, data: Batch, cfg: PPOConfig,
             if peer is not None:
                 g, stats = peer.average(g, stats)
             approx_kl = stats[3]
-            g = g * (cfg.max_grad_norm / (((g * g).sum()) ** 0.5 + 1e-6)).clip(max=1.0)  # clip_grad_norm_
-            optimizer.step(g)
-            sums = sums + stats
-            steps += 1
-            if cfg.desired_kl is not None:
+            if cfg.desired_kl is not None:  # this minibatch's KL sizes its own step
                 kl = float(approx_kl)
                 if kl > 2.0 * cfg.desired_kl:
                     optimizer.lr = max(1e-5, optimizer.lr / 1.5)
                 elif kl < 0.5 * cfg.desired_kl:
                     optimizer.lr = min(1e-2, optimizer.lr * 1.5)
+            g = g * (cfg.max_grad_norm / (((g * g).sum()) ** 0.5 + 1e-6)).clip(max=1.0)  # clip_grad_norm_
+            optimizer.step(g)
+            sums = sums + stats
+            steps += 1
         if cfg.target_kl is not None and float(approx_kl) > cfg.target_kl:
             break
     var_ret = float(data.returns.var())

@@ -12,7 +12,7 @@ setting tried and what it got.
   size that follows the KL (``desired_kl``). With a fixed 3e-4, minibatches
   this large move the policy too little per update.
 - HalfCheetah: less exploration noise (``log_std_init`` -1; the median eval
-  return went from ~1500 to ~6100) and one minibatch per epoch (a quarter
+  return went from ~1500 to ~6300) and one minibatch per epoch (a quarter
   off the update, no return lost).
 - Hopper: 128-step rollouts, 32 minibatches of 128 at a fixed 3e-4 (SB3's
   step size), and ``gae_lambda`` 0.98. Hopper at 1M is bimodal: a run hops
@@ -35,8 +35,9 @@ setting tried and what it got.
   in rollouts of ``WARP_STEPS`` steps over batch / ``WARP_STEPS`` worlds (128 for
   HalfCheetah, 256 for Hopper). Measured at 1M steps on Warp's CPU backend
   (same physics as on a GPU), medians of seeds 0-2: HalfCheetah 6195 (6144 on
-  the CPU preset) and Hopper 3220 (3482). rsl_rl's shape (1024 worlds x 16
-  steps, 4 minibatches, 5 epochs: 61 updates) got 4431-4614 on HalfCheetah and
+  the CPU preset then, 6296 now that each minibatch's KL sizes its own step) and
+  Hopper 3220 (3482). rsl_rl's shape (1024 worlds x 16 steps, 4 minibatches, 5
+  epochs: 61 updates) got 4431-4614 on HalfCheetah and
   1061 on Hopper (439 with the step size following the KL). More worlds pay off
   with larger budgets: override ``num_envs`` and ``num_steps`` for those.
 """
