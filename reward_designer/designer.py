@@ -26,11 +26,13 @@ class Designer:
         return templates.messages("refine.j2", task=self.task, envcard=self.envcard,
                                   best=best, feedback=feedback, others=others)
 
-    def propose(self, k: int, messages: list[dict]) -> list[str | None]:
-        replies = self.llm.complete(messages, n=k, purpose="design", temperature=self.temperature)
+    def propose(self, k: int, messages: list[dict], tag: str = "") -> list[str | None]:
+        """``tag``: where in the run this is asked (see ``LLMClient.complete``)."""
+        replies = self.llm.complete(messages, n=k, purpose="design", temperature=self.temperature, tag=tag)
         return [extract_code(r.text, ENTRY) for r in replies]
 
-    def fix(self, code: str | None, findings: list[str], entry: str = ENTRY) -> str | None:
-        chat = templates.messages("fixer.j2", code=code or "# (no code was found in the reply)", findings=findings)
-        reply = self.llm.complete(chat, n=1, purpose="fix", temperature=0.3)[0].text
+    def fix(self, code: str | None, findings: list[str], entry: str = ENTRY, tag: str = "") -> str | None:
+        chat = templates.messages("fixer.j2", code=code or "# (no code was found in the reply)", findings=findings,
+                                  entry=entry)
+        reply = self.llm.complete(chat, n=1, purpose="fix", temperature=0.3, tag=tag)[0].text
         return extract_code(reply, entry)

@@ -59,6 +59,31 @@ class Usage(BaseModel):
     cost_usd: float = 0.0  # of the requests whose price is known
     unknown_cost_calls: int = 0
 
+    @classmethod
+    def from_log(cls, path: Path) -> "Usage":
+        """What the calls in a call log spent. The log gets a line as each call ends, so a run
+        killed before it saved its totals still has them here."""
+        usage = cls()
+        if not path.is_file():
+            return usage
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a run killed mid-write leaves a torn last line
+            if entry.get("cached"):
+                usage.cache_hits += 1
+                continue
+            requests = int(entry.get("requests") or 0)
+            usage.calls += requests
+            usage.prompt_tokens += int(entry.get("prompt_tokens") or 0)
+            usage.completion_tokens += int(entry.get("completion_tokens") or 0)
+            if entry.get("cost_usd") is None:
+                usage.unknown_cost_calls += requests
+            else:
+                usage.cost_usd += float(entry["cost_usd"])
+        return usage
+
 
 class LLMError(Exception):
     """A one-line message fit to show a user: bad config, unreachable, auth, retries exhausted."""
@@ -89,9 +114,12 @@ def _lm():
 # shared pieces
 
 
-def cache_key(model: str, messages: list[dict], n: int, temperature: float, purpose: str) -> str:
+def cache_key(model: str, messages: list[dict], n: int, temperature: float, purpose: str, tag: str = "") -> str:
+    request = {"model": model, "messages": messages, "n": n, "temperature": temperature, "purpose": purpose}
+    if tag:  # untagged calls keep the keys they had before tags
+        request["tag"] = tag
     blob = json.dumps(
-        {"model": model, "messages": messages, "n": n, "temperature": temperature, "purpose": purpose},
+        request,
         sort_keys=True,
         ensure_ascii=False,
         default=str,
@@ -133,7 +161,8 @@ class _CallLog:
                 f.flush()
 
 
-def _log_entry(*, purpose, model, messages, n, temperature, completions, seconds, cached, requests, key=None, error=None) -> dict:
+def _log_entry(*, purpose, model, messages, n, temperature, completions, seconds, cached, requests, key=None, error=None,
+               tag="") -> dict:
     # Tokens and cost say what THIS call spent: nothing for a cache hit.
     if cached:
         pt = ct = 0
@@ -146,6 +175,7 @@ def _log_entry(*, purpose, model, messages, n, temperature, completions, seconds
     return {
         "time": time.time(),
         "purpose": purpose,
+        "tag": tag,
         "model": model,
         "n": n,
         "temperature": temperature,
@@ -312,45 +342,50 @@ class LLMClient:
             raise LLMError(f"model {self.model} needs {', '.join(missing)} in the environment (or pass an API key)")
 
     # ---- completions -------------------------------------------------------
-    def complete(self, messages: list[dict], *, n: int = 1, purpose: str = "design", temperature: float | None = None) -> list[Completion]:
+    def complete(self, messages: list[dict], *, n: int = 1, purpose: str = "design", temperature: float | None = None,
+                 tag: str = "") -> list[Completion]:
+        """``n`` samples for ``messages``, from the cache when this exact call was answered before.
+
+        ``tag`` says where in a run the call is made (a round, a candidate's fix):
+        it is part of the cache key, so a resumed run gets each call's own reply
+        back, and two places that happen to send the same prompt do not share one.
+        """
         if n < 1:
             raise ValueError("n must be >= 1")
         temp = self.temperature if temperature is None else float(temperature)
-        key = cache_key(self.model, messages, n, temp, purpose)
+        key = cache_key(self.model, messages, n, temp, purpose, tag)
         start = time.monotonic()
+        entry = dict(purpose=purpose, tag=tag, model=self.model, messages=messages, n=n, temperature=temp, key=key)
 
         hit = self._cache_get(key)
         if hit is not None:
             with self._lock:
                 self.usage.cache_hits += 1
-            self._log.write(_log_entry(purpose=purpose, model=self.model, messages=messages, n=n, temperature=temp,
-                                       completions=hit, seconds=0.0, cached=True, requests=0, key=key))
+            self._log.write(_log_entry(**entry, completions=hit, seconds=0.0, cached=True, requests=0))
             return hit
 
         self._resolve()  # the first call imports litellm (~2 s): not counted against the deadline
-        deadline = time.monotonic() + self.deadline_s
         out: list[Completion] = []
         requests = 0
         try:
             while len(out) < n:
                 # Ask for all missing samples at once where the provider takes n;
-                # a server that returned fewer is then asked once per missing one.
+                # a server that returned fewer is then asked once per missing one,
+                # each with its own deadline (one request's worth of waiting).
                 ask = n - len(out) if (self._supports_n and requests == 0) else 1
-                got = self._request(messages, ask, temp, deadline)
+                got = self._request(messages, ask, temp, time.monotonic() + self.deadline_s)
                 requests += 1
                 if not got:
                     raise LLMError(f"{self.model} returned no choices")
                 out.extend(got[: n - len(out)])
         except LLMError as e:
-            self._log.write(_log_entry(purpose=purpose, model=self.model, messages=messages, n=n, temperature=temp,
-                                       completions=out, seconds=time.monotonic() - start, cached=False,
-                                       requests=requests, key=key, error=str(e)))
+            self._log.write(_log_entry(**entry, completions=out, seconds=time.monotonic() - start, cached=False,
+                                       requests=requests, error=str(e)))
             raise
 
         self._cache_put(key, out, purpose)
-        self._log.write(_log_entry(purpose=purpose, model=self.model, messages=messages, n=n, temperature=temp,
-                                   completions=out, seconds=time.monotonic() - start, cached=False,
-                                   requests=requests, key=key))
+        self._log.write(_log_entry(**entry, completions=out, seconds=time.monotonic() - start, cached=False,
+                                   requests=requests))
         return out
 
     def _request(self, messages: list[dict], n: int, temperature: float, deadline: float) -> list[Completion]:
@@ -543,7 +578,8 @@ class ReplayClient:
     def check_reachable(self) -> None:
         return None
 
-    def complete(self, messages: list[dict], *, n: int = 1, purpose: str = "design", temperature: float | None = None) -> list[Completion]:
+    def complete(self, messages: list[dict], *, n: int = 1, purpose: str = "design", temperature: float | None = None,
+                 tag: str = "") -> list[Completion]:
         with self._lock:
             queue = self._queues.get(purpose)
             if queue is None or len(queue) < n:
@@ -552,8 +588,8 @@ class ReplayClient:
             texts = [queue.popleft() for _ in range(n)]
             self.usage.calls += 1
         out = [Completion(text=t, cost_usd=0.0, model=self.model) for t in texts]
-        self._log.write(_log_entry(purpose=purpose, model=self.model, messages=messages, n=n, temperature=temperature,
-                                   completions=out, seconds=0.0, cached=False, requests=1))
+        self._log.write(_log_entry(purpose=purpose, tag=tag, model=self.model, messages=messages, n=n,
+                                   temperature=temperature, completions=out, seconds=0.0, cached=False, requests=1))
         return out
 
     def remaining(self) -> dict[str, int]:

@@ -35,7 +35,7 @@ from .critic import Critic, CriticReport
 from .designer import Designer
 from .envcard import EnvCard
 from .jobs import read_result
-from .llm import make_client
+from .llm import Usage, make_client
 from .program import FITNESS_ENTRY, extract_code, fitness_from_code
 from .schemas import FitnessSpec, Sim, TaskSpec, TrainResult
 from .templates import render
@@ -91,7 +91,7 @@ class CandidateRecord(BaseModel):
 class RunRecord(BaseModel):
     version: int = 1
     config: RunConfig
-    status: Literal["running", "done", "failed"] = "running"
+    status: Literal["running", "stopped", "done", "failed"] = "running"  # stopped: interrupted, or an LLM error
     created: str = ""
     updated: str = ""
     fitness: FitnessSpec | None = None
@@ -114,6 +114,12 @@ def _write(path: Path, text: str) -> None:
 
 def _add_usage(a: dict, b: dict) -> dict:
     return {k: (a.get(k) or 0) + (b.get(k) or 0) for k in set(a) | set(b)}
+
+
+def _best(candidates: list[CandidateRecord]) -> CandidateRecord | None:
+    trained = [c for c in candidates if c.status == "trained" and c.fitness is not None]
+    # Ties go to the earlier candidate, so a resumed run picks the same best.
+    return max(trained, key=lambda c: (c.fitness, -c.iteration, -c.index), default=None)
 
 
 class Run:
@@ -155,13 +161,31 @@ class Run:
 
     # ------------------------------------------------------------------ loop
     def execute(self, quiet: bool = False) -> RunRecord:
-        cfg = self.config
+        """Run (or go on with) the loop. An interruption or an LLM error leaves the run "stopped",
+        its record saved, and is raised on: ``Run.open(folder).execute()`` continues it."""
         self.record.status, self.record.error = "running", ""
+        # What earlier sessions spent, from the call log: their last saved totals can miss the
+        # calls made after the last candidate was recorded.
+        usage_before = Usage.from_log(self.folder / "llm" / "calls.jsonl").model_dump()
+        self._usage = lambda: usage_before
+        self._stop = threading.Event()
+        try:
+            return self._loop(quiet)
+        except BaseException as exc:
+            self._stop.set()  # trainings still running in other threads end their workers
+            self.record.status = "stopped"
+            self.record.error = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc).splitlines()[0][:300]
+            self.record.usage = self._usage()
+            self.save()
+            raise
+
+    def _loop(self, quiet: bool) -> RunRecord:
+        cfg = self.config
         llm = make_client(cfg.model, api_base=cfg.api_base, replay=Path(cfg.replay) if cfg.replay else None,
                           cache_dir=self.folder / "llm" / "cache", log_path=self.folder / "llm" / "calls.jsonl",
                           prices=cfg.prices)
         llm.check_reachable()
-        usage_before = dict(self.record.usage)
+        usage_before = self._usage()
         self._usage = lambda: _add_usage(usage_before, llm.usage.model_dump())
 
         try:
@@ -213,7 +237,7 @@ class Run:
         code = extract_code(llm.complete(chat, n=1, purpose="fitness", temperature=0.0)[0].text, FITNESS_ENTRY)
         report = self._check_fitness(code, self.folder / "fitness_check")
         if not report.ok:
-            code = designer.fix(code, report.findings, entry=FITNESS_ENTRY)
+            code = designer.fix(code, report.findings, entry=FITNESS_ENTRY, tag="fitness")
             report = self._check_fitness(code, self.folder / "fitness_check")
         if not report.ok:
             raise RunError("the LLM's success check for this task is unusable: " + "; ".join(report.findings)[:300]
@@ -229,7 +253,8 @@ class Run:
 
     def _round(self, it: int, designer: Designer, bars: Progress) -> None:
         folder = self.folder / f"iter_{it:02d}"
-        best = self.record.best
+        # The best as the round first found it: a resumed round must send the same prompt.
+        best = _best([c for c in self.record.candidates if c.iteration < it])
         if best is None:
             messages = designer.first_round_messages()
         else:
@@ -244,7 +269,7 @@ class Run:
                  "trained_steps": self._trainer.planned_steps, "episodes": analysis.episodes},
                 analysis.feedback, others)
         _write(folder / "prompt.md", "\n\n".join(f"## {m['role']}\n\n{m['content']}" for m in messages))
-        codes = designer.propose(self.config.samples, messages)
+        codes = designer.propose(self.config.samples, messages, tag=folder.name)
 
         accepted = []
         for j, code in enumerate(codes):
@@ -259,14 +284,22 @@ class Run:
         def train_one(item):
             j, cand, code, fixes = item
             task = bars.add_task(f"  iter {it} cand {j}", total=self._trainer.planned_steps)
-            rec = self._train_and_analyze(it, j, cand, code, fixes,
-                                          lambda step: bars.update(task, completed=step))
+            rec = self._train_and_analyze(it, j, cand, code, fixes, lambda step: progress(task, step))
             bars.update(task, completed=self._trainer.planned_steps)
             return rec
 
+        def progress(task, step: int) -> None:
+            if self._stop.is_set():  # raised in the training's poll: its worker is killed
+                raise RunError("stopped")
+            bars.update(task, completed=step)
+
         with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
-            for rec in pool.map(train_one, accepted):
-                self._record(rec)
+            try:
+                for rec in pool.map(train_one, accepted):
+                    self._record(rec)
+            except BaseException:
+                self._stop.set()  # before the pool waits for the other trainings to end
+                raise
 
     def _criticize(self, cand: Path, code: str | None, designer: Designer) -> tuple[str | None, CriticReport, int]:
         """Check a program; a rejected one goes back to the designer with the findings, a bounded number of times."""
@@ -281,13 +314,16 @@ class Run:
             report = self._critic.check(code, cand / "probe")
             if report.ok or attempt == self.config.fix_attempts:
                 break
-            code = designer.fix(code, report.findings)
+            code = designer.fix(code, report.findings, tag=f"{cand.relative_to(self.folder)}/fix_{attempt + 1}")
         if code is not None:
             _write(cand / "reward.py", code)
         _write(cand / "critic.json", report.model_dump_json(indent=1))
         return code, report, attempt
 
     def _train_and_analyze(self, it: int, j: int, cand: Path, code: str, fixes: int, on_progress) -> CandidateRecord:
+        earlier = next((c for c in self.record.candidates if (c.iteration, c.index) == (it, j)), None)
+        if earlier is not None and earlier.status in ("failed", "contained"):
+            return earlier  # resumed: a training that failed would fail again, at the same cost
         rec = CandidateRecord(iteration=it, index=j, status="trained", fixes=fixes)
         train_dir = cand / "train"
         result = self._finished_training(train_dir)
@@ -299,6 +335,8 @@ class Run:
                 rec.error = out.problem or out.result.error
                 return rec
             result = out.result
+        if self._stop.is_set():
+            raise RunError("stopped")  # no analysis (an LLM call) for a run that is stopping
         rec.steps_per_second, rec.train_seconds = result.steps_per_second, result.seconds
         analysis = self._analysis(rec)
         if analysis is None:
@@ -329,9 +367,7 @@ class Run:
             self.record.candidates = [
                 c for c in self.record.candidates if (c.iteration, c.index) != (rec.iteration, rec.index)
             ] + [rec]
-            trained = [c for c in self.record.candidates if c.status == "trained" and c.fitness is not None]
-            # Ties go to the earlier candidate, so a resumed run picks the same best.
-            self.record.best = max(trained, key=lambda c: (c.fitness, -c.iteration, -c.index), default=None)
+            self.record.best = _best(self.record.candidates)
             self.record.usage = self._usage()
         self.save()
 
@@ -351,11 +387,12 @@ class Run:
 
     # --------------------------------------------------------------- report
     def summary_table(self) -> Table:
-        cost = self.record.usage.get("cost_usd")
+        cost, unknown = self.record.usage.get("cost_usd") or 0.0, self.record.usage.get("unknown_cost_calls")
+        cost_text = "unknown" if unknown and not cost else f"${cost:.4f}" + (" + unknown" if unknown else "")
         table = Table(title=f"{self.config.task.name}: {self.record.status}"
                             f" | tokens {self.record.usage.get('prompt_tokens', 0)}+"
                             f"{self.record.usage.get('completion_tokens', 0)}"
-                            f" | cost {'unknown' if not cost else f'${cost:.4f}'}")
+                            f" | cost {cost_text}")
         table.add_column("candidate", no_wrap=True)
         for col in ("status", "fixes", "fitness", "reward~fitness", "steps/s", "note"):
             table.add_column(col)

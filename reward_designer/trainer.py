@@ -142,19 +142,22 @@ class Trainer:
         fitness: FitnessSpec | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> JobOutcome:
-        """Train on ``code`` (None: the env's own reward); the policy lands in ``workdir/policy.npz``."""
+        """Train on ``code`` (None: the env's own reward); the policy lands in ``workdir/policy.npz``.
+
+        ``on_progress(steps trained)`` is called about once a second; if it raises, the worker is
+        killed and the exception goes on."""
         progress = workdir / "progress.jsonl"
         progress.unlink(missing_ok=True)  # a killed earlier attempt restarts from scratch
 
         last = [0.0]
 
         def poll() -> None:
-            # Once a second is plenty for a progress bar, and keeps re-reading the log cheap.
+            # Once a second is plenty for a progress bar, and keeps re-reading the log cheap. Called
+            # before the first update too: a callback that raises stops the training (its worker is killed).
             if on_progress is not None and time.monotonic() - last[0] > 1.0:
                 last[0] = time.monotonic()
                 rows = read_progress(progress)
-                if rows:
-                    on_progress(int(rows[-1].get("global_step", 0)))
+                on_progress(int(rows[-1].get("global_step", 0)) if rows else 0)
 
         self.prepare()
         job = TrainJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed, code=code,

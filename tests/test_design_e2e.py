@@ -36,11 +36,11 @@ def requests_text(server: FakeOpenAI) -> list[str]:
     return [json.dumps(body, sort_keys=True) for body in server.chat_requests]
 
 
-def design_until_training(server: FakeOpenAI, out) -> subprocess.Popen:
-    """A design run in its own process group, once round 1's second candidate is training."""
-    proc = cli("design", *DESIGN, "--train-steps", "6000", "--api-base", server.base_url, "--out", str(out),
+def design_until_training(server: FakeOpenAI, out, steps: int = 6000, cand: int = 1) -> subprocess.Popen:
+    """A design run in its own process group, once round 1's candidate ``cand`` is training."""
+    proc = cli("design", *DESIGN, "--train-steps", str(steps), "--api-base", server.base_url, "--out", str(out),
                start_new_session=True)
-    progress = out / "iter_01" / "cand_01" / "train" / "progress.jsonl"
+    progress = out / "iter_01" / f"cand_{cand:02d}" / "train" / "progress.jsonl"
     deadline = time.monotonic() + 240
     while not (progress.is_file() and progress.read_text().strip()) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read()
@@ -106,17 +106,23 @@ def test_run_ends_with_best_and_summary(full_run):
     assert (out / "fitness.py").read_text().count("compute_fitness") == 1  # asked of the LLM, kept for review
 
 
-def test_ctrl_c_stops_the_run_and_says_how_to_resume(tmp_path):
+def test_ctrl_c_stops_the_run_and_its_training_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     with FakeOpenAI(reply) as server:
-        proc = design_until_training(server, out)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the CLI and every worker it started
-        code, err = finish(proc, timeout=60)
+        proc = design_until_training(server, out, steps=5_000_000, cand=0)  # a training that would take minutes
+        asked = len(server.chat_requests)
+        # What Ctrl-C sends: the CLI's process group. Workers run in sessions of their own, so
+        # the CLI must stop them itself.
+        os.killpg(proc.pid, signal.SIGINT)
+        code, err = finish(proc, timeout=30)
+        assert len(server.chat_requests) == asked  # no analysis of a stopped training
     assert code == 130, err
     assert f"reward-designer resume {out}" in err.strip().splitlines()[-1]
     assert "Traceback" not in err
     record = json.loads((out / "run.json").read_text())
-    assert any(c["status"] == "trained" for c in record["candidates"])  # what finished is kept
+    assert record["status"] == "stopped" and record["error"] == "interrupted"
+    assert record["usage"]["calls"] == asked
+    assert not (out / "iter_01" / "cand_00" / "train" / "result.json").exists()
     deadline = time.monotonic() + 10  # and no worker outlives the CLI (their job files are under out)
     while processes_naming(str(out)):
         assert time.monotonic() < deadline, "a worker is still running after the CLI exited"
@@ -130,7 +136,7 @@ def test_killed_run_resumes_with_no_repeated_request(full_run, tmp_path):
         proc = design_until_training(server, out)
         os.killpg(proc.pid, signal.SIGKILL)  # the CLI and every worker it started
         proc.wait()
-        assert not (out / "iter_01" / "cand_01" / "train" / "result.json").exists()
+        assert not (out / "iter_01" / "cand_00" / "train" / "result.json").exists()
         before = requests_text(server)
 
         code, err = finish(cli("resume", str(out), env={"OPENAI_API_KEY": "sk-test"}))

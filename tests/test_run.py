@@ -7,6 +7,7 @@ import json
 import pytest
 import yaml
 
+from fake_openai import FakeOpenAI
 from reward_designer import design, load_task
 from reward_designer.run import Run, RunError
 
@@ -172,3 +173,79 @@ def test_training_takes_whole_batches_and_the_llm_is_told_how_many_steps(tmp_pat
     result = json.loads((tmp_path / "run" / "iter_01" / "cand_00" / "train" / "result.json").read_text())
     assert result["result"]["steps"] == 256
     assert "(256 env steps of PPO)" in (tmp_path / "run" / "iter_02" / "prompt.md").read_text()
+
+
+NAN = "```python\nimport torch\ndef compute_reward(state, action):\n    r = state.obs[:, 0] / 0.0 * 0.0\n    return r, {'r': r}\n```"
+
+
+def live(server: FakeOpenAI) -> dict:
+    """design() options for a run against the loopback server (its calls are cached, as with any provider)."""
+    return dict(model="openai/scripted", api_base=server.base_url, samples=1, **CONFIG)
+
+
+def answering(design_reply: str):
+    def script(request):
+        text = request["messages"][-1]["content"]
+        return "- keep going" if "A policy was trained with PPO" in text else design_reply
+    return script
+
+
+@pytest.fixture(autouse=True)
+def _api_key(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+
+
+def test_resuming_a_finished_run_asks_nothing_and_keeps_every_prompt(tmp_path):
+    with FakeOpenAI(answering(GOOD)) as server:
+        first = design(load_task("pendulum-upright"), tmp_path / "run", **{**live(server), "iterations": 2})
+        sent = len(server.chat_requests)
+        prompts = {p: p.read_text() for p in (tmp_path / "run").glob("iter_*/prompt.md")}
+        again = Run.open(tmp_path / "run").execute(quiet=True)
+        assert len(server.chat_requests) == sent  # round 1 is asked its own prompt again: a cache hit
+    assert len(prompts) == 2 and all(p.read_text() == text for p, text in prompts.items())
+    assert again.best == first.best
+    assert again.usage["calls"] == first.usage["calls"] == sent  # the resumed session spent nothing more
+
+
+def test_a_round_that_sends_the_same_prompt_as_an_earlier_one_gets_new_replies(tmp_path):
+    # Every candidate is rejected, so round 2 sends round 1's prompt: it must reach the LLM, not the cache.
+    with FakeOpenAI(answering(NAN)) as server:
+        record = design(load_task("pendulum-upright"), tmp_path / "run",
+                        **{**live(server), "iterations": 2, "fix_attempts": 0})
+        design_requests = [r for r in server.chat_requests if "compute_reward" in r["messages"][-1]["content"]]
+    assert record.status == "failed"
+    assert len(design_requests) == 2 and design_requests[0]["messages"] == design_requests[1]["messages"]
+
+
+def test_a_failed_training_is_not_redone_on_resume(tmp_path):
+    with FakeOpenAI(answering(CRASHES_LATER)) as server:
+        first = design(load_task("pendulum-upright"), tmp_path / "run", **live(server))
+        job = tmp_path / "run" / "iter_01" / "cand_00" / "train" / "job.json"
+        stamp = job.stat().st_mtime_ns
+        again = Run.open(tmp_path / "run").execute(quiet=True)
+    assert first.candidates[0].status == again.candidates[0].status == "failed"
+    assert "boom" in again.candidates[0].error
+    assert job.stat().st_mtime_ns == stamp  # no second worker was started for it
+
+
+def test_usage_spent_after_the_last_save_is_counted_on_resume(tmp_path):
+    with FakeOpenAI(answering(GOOD)) as server:
+        first = design(load_task("pendulum-upright"), tmp_path / "run", **live(server))
+        # As if the run had been killed before it saved its totals: only the call log knows them.
+        saved = json.loads((tmp_path / "run" / "run.json").read_text())
+        saved["usage"], saved["status"] = {}, "running"
+        (tmp_path / "run" / "run.json").write_text(json.dumps(saved))
+        again = Run.open(tmp_path / "run").execute(quiet=True)
+    assert first.usage["calls"] == len(server.chat_requests) > 0
+    assert again.usage["calls"] == first.usage["calls"]
+    assert again.usage["prompt_tokens"] == first.usage["prompt_tokens"] > 0
+
+
+def test_an_llm_error_leaves_the_run_stopped_and_resumable(tmp_path):
+    from reward_designer.llm import LLMError
+
+    with FakeOpenAI(lambda request: (401, "bad key")) as server:
+        with pytest.raises(LLMError):
+            design(load_task("pendulum-upright"), tmp_path / "run", **live(server))
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert saved["status"] == "stopped" and "bad key" in saved["error"]
