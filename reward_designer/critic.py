@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError, field_validator
 
 from . import templates
 from .sandbox import Limits, Outcome
@@ -34,24 +35,28 @@ class CriticReport(BaseModel):
     review: str = ""  # the LLM reviewer's raw verdict, when asked
 
 
-def probe_findings(p: ProbeResult) -> list[str]:
-    """What is wrong with a program by what it returned on real states."""
+def probe_findings(p: ProbeResult, entry: str = ENTRY) -> list[str]:
+    """What is wrong with a program by what it returned on real states.
+
+    Any other ``entry`` is a fitness: it returns no components, and as a sparse
+    success check it is rightly constant (all zeros) on random-action states.
+    """
     if not p.ok:
         return [f"it failed on real states:\n{p.error}"]
+    reward = entry == ENTRY
     found = []
     if not p.finite:
         found.append("it returned NaN or infinite values (reward or a component) on real states")
-    elif p.constant:
+    elif reward and p.constant:
         found.append("the reward is the same for every state and action, so it cannot guide learning")
-    if p.finite and not p.components:
-        found.append("it returned no components: return a dict of the named reward terms")
-    elif p.finite and p.component_sum_gap is not None and p.component_sum_gap > SUM_TOLERANCE * (
-        1 + abs(p.reward_mean or 0.0)
-    ):
-        found.append(
-            f"the components do not sum to the reward (gap up to {p.component_sum_gap:.3g}); "
-            "apply weights inside each component"
-        )
+    if reward and p.finite:
+        if not p.components:
+            found.append("it returned no components: return a dict of the named reward terms")
+        elif p.component_sum_gap is not None and p.component_sum_gap > SUM_TOLERANCE * (1 + abs(p.reward_mean or 0.0)):
+            found.append(
+                f"the components do not sum to the reward (gap up to {p.component_sum_gap:.3g}); "
+                "apply weights inside each component"
+            )
     if p.ms_per_call > MAX_MS_PER_CALL:
         found.append(f"one call took {p.ms_per_call:.1f} ms on {p.reward_shape} envs; vectorize it (limit {MAX_MS_PER_CALL} ms)")
     return found
@@ -84,9 +89,7 @@ class Critic:
         out = run_job(job, workdir, self.limits, require_sandbox=self.require_sandbox)
         if out.result is None:
             return CriticReport(ok=False, stage="probe", findings=[out.problem], sandbox=out.sandbox)
-        findings = probe_findings(out.result)
-        if entry != ENTRY:  # a fitness function returns one tensor, no components
-            findings = [f for f in findings if "components" not in f]
+        findings = probe_findings(out.result, entry)
         if findings:
             return CriticReport(ok=False, stage="probe", findings=findings, probe=out.result, sandbox=out.sandbox)
         if self.llm is not None and self.task is not None:
@@ -98,17 +101,44 @@ class Critic:
                                                            code=code, probe=probe)}]
         text = self.llm.complete(chat, n=1, purpose="critic", temperature=0.0)[0].text
         verdict = parse_verdict(text)
-        ok = verdict["verdict"] != "fail"
-        return CriticReport(ok=ok, stage="passed" if ok else "review", findings=[] if ok else verdict["issues"],
+        ok = verdict.verdict != "fail"
+        findings = [] if ok else verdict.issues or ["the reviewer found it does not match the task"]
+        return CriticReport(ok=ok, stage="passed" if ok else "review", findings=findings,
                             probe=probe, sandbox=outcome, review=text)
 
 
-def parse_verdict(text: str) -> dict:
-    """The reviewer's JSON verdict; an unreadable reply counts as a pass (the review is advisory)."""
-    match = re.search(r"\{.*\}", text, re.DOTALL)
-    try:
-        data = json.loads(match.group(0)) if match else {}
-    except json.JSONDecodeError:
-        data = {}
-    issues = [str(i) for i in data.get("issues", []) if str(i).strip()] or ["the reviewer found it does not match the task"]
-    return {"verdict": str(data.get("verdict", "pass")).lower(), "issues": issues}
+class Verdict(BaseModel):
+    """The reviewer's reply; only "fail" rejects, any other word passes (the review is advisory)."""
+
+    verdict: str
+    issues: list[str] = []
+
+    @field_validator("verdict", mode="before")
+    @classmethod
+    def _word(cls, v: object) -> str:
+        # "FAIL." and " Fail" mean fail.
+        return str(v).casefold().strip(string.punctuation + string.whitespace)
+
+    @field_validator("issues", mode="before")
+    @classmethod
+    def _list(cls, v: object) -> list[str]:
+        # Models also answer null or one string; a string must not become one issue per character.
+        if v is None:
+            return []
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list):
+            raise ValueError("issues is not a list")
+        return [str(i).strip() for i in v if i is not None and str(i).strip()]
+
+
+def parse_verdict(text: str) -> Verdict:
+    """The first JSON object in the reply that reads as a verdict; an unreadable reply is a pass."""
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"\{", text):
+        try:
+            data, _ = decoder.raw_decode(text, match.start())
+            return Verdict.model_validate(data)
+        except (json.JSONDecodeError, ValidationError):
+            continue
+    return Verdict(verdict="pass")

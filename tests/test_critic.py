@@ -73,10 +73,79 @@ def test_fitness_entry_needs_no_components(critic, tmp_path):
     assert critic.check(code, tmp_path / "w", entry="compute_fitness").ok
 
 
+def test_sparse_success_check_passes_though_constant_on_random_states(critic, tmp_path):
+    # The torso never gets to 1.5 m under random actions: all zeros on the probe, as a success check should be.
+    code = "def compute_fitness(state, action):\n    return (state.body('torso').pos[:, 2] > 1.5).float()\n"
+    report = critic.check(code, tmp_path / "w", entry="compute_fitness")
+    assert report.ok, report.findings
+    assert report.probe.constant
+
+
+FITNESS_CASES = {
+    "crash": ("def compute_fitness(state, action):\n    return state.body('head').pos[:, 2]\n", "no body named 'head'"),
+    "wrong_shape": ("def compute_fitness(state, action):\n    return state.qvel\n", "shape"),
+    "nan": ("import torch\ndef compute_fitness(state, action):\n    return torch.log(state.qpos[:, 1] - 100.0)\n", "NaN"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FITNESS_CASES))
+def test_broken_fitness_is_still_rejected(critic, tmp_path, name):
+    code, words = FITNESS_CASES[name]
+    report = critic.check(code, tmp_path / "w", entry="compute_fitness")
+    assert not report.ok and report.stage == "probe"
+    assert any(words.lower() in f.lower() for f in report.findings), report.findings
+
+
+def test_fix_prompt_names_a_fitness_a_success_check():
+    from reward_designer.designer import Designer
+    from reward_designer.program import ENTRY, FITNESS_ENTRY
+
+    class Recorder:
+        def complete(self, chat, **kwargs):
+            self.prompt = chat[-1]["content"]
+            return [type("Reply", (), {"text": ""})()]
+
+    llm = Recorder()
+    designer = Designer(llm, task=None, envcard="")
+    designer.fix("def compute_fitness(state, action): ...", ["it crashed"], entry=FITNESS_ENTRY)
+    assert "success check" in llm.prompt and "reward function" not in llm.prompt
+    designer.fix("def compute_reward(state, action): ...", ["it crashed"], entry=ENTRY)
+    assert "reward function" in llm.prompt
+
+
 def test_llm_review_verdicts():
-    assert parse_verdict('{"verdict": "fail", "issues": ["rewards -x"]}') == {"verdict": "fail", "issues": ["rewards -x"]}
-    assert parse_verdict("Looks fine.\n```json\n{\"verdict\": \"pass\", \"issues\": []}\n```")["verdict"] == "pass"
-    assert parse_verdict("no json at all")["verdict"] == "pass"  # advisory: unreadable is not a rejection
+    fail = parse_verdict('{"verdict": "fail", "issues": ["rewards -x"]}')
+    assert (fail.verdict, fail.issues) == ("fail", ["rewards -x"])
+    assert parse_verdict("Looks fine.\n```json\n{\"verdict\": \"pass\", \"issues\": []}\n```").verdict == "pass"
+    assert parse_verdict("no json at all").verdict == "pass"  # advisory: unreadable is not a rejection
+
+
+@pytest.mark.parametrize("reply, verdict, issues", [
+    ('{"verdict": "fail", "issues": null}', "fail", []),
+    ('{"verdict": "fail", "issues": "wrong sign"}', "fail", ["wrong sign"]),
+    ('{"verdict": "FAIL.", "issues": ["wrong sign"]}', "fail", ["wrong sign"]),
+    ('{"verdict": " Fail! ", "issues": ["wrong sign", null, " "]}', "fail", ["wrong sign"]),
+    ('{"verdict": "fail", "issues": ["wrong sign"]}\nIt uses {forward} twice.', "fail", ["wrong sign"]),
+    ('It reads {x}. {"verdict": "fail", "issues": ["wrong sign"]}', "fail", ["wrong sign"]),
+    ('{"verdict": "PASS", "issues": null}', "pass", []),
+    ('{"verdict": "fail", "issues": {"sign": 1}}', "pass", []),  # unreadable: advisory, so a pass
+    ('{"verdict": "fail", "issues": [', "pass", []),
+])
+def test_llm_review_odd_replies_are_read_without_crashing(reply, verdict, issues):
+    got = parse_verdict(reply)
+    assert (got.verdict, got.issues) == (verdict, issues)
+
+
+def test_llm_review_fail_with_null_issues_rejects_with_a_finding(tmp_path):
+    from reward_designer.llm import ReplayClient
+    from reward_designer.tasks import load_task
+
+    llm = ReplayClient({"critic": ['{"verdict": "fail", "issues": null}', '{"verdict": "FAIL.", "issues": "wrong sign"}']})
+    critic = Critic(ENV, llm=llm, task=load_task("halfcheetah-run"), envcard="class State: ...")
+    no_issues = critic.check(GOOD, tmp_path / "a")
+    assert not no_issues.ok and no_issues.stage == "review" and no_issues.findings
+    one_issue = critic.check(GOOD, tmp_path / "b")
+    assert not one_issue.ok and one_issue.findings == ["wrong sign"]
 
 
 def test_llm_review_can_reject_a_program_that_probes_fine(tmp_path):
