@@ -3,8 +3,9 @@
 Every step leaves its output in the folder before the next one starts (LLM
 replies in the response cache, critic reports, training results, analyses),
 and every step first looks for its output there. Resuming a run is running it
-again: finished steps are read back, so no LLM call is repeated and no
-finished training is redone; a training killed half-way starts over.
+again: finished steps are read back, so no LLM call is repeated (each call is
+cached under its place in the run) and no finished or failed training is
+redone; a training killed half-way starts over.
 
     RUN/run.json                  config, status, candidates, best, tokens and cost
     RUN/envcard.py, fitness.py    what the designer read; the hidden measure (for review)
