@@ -87,7 +87,9 @@ class Analyzer:
         self.limits = limits or Limits(wall_s=300, cpu_s=600, memory_mb=4096)
         self.require_sandbox = require_sandbox
 
-    def analyze(self, code: str | None, policy: Path, workdir: Path, train_log: Path | None = None) -> Analysis:
+    def analyze(self, code: str | None, policy: Path, workdir: Path, train_log: Path | None = None,
+                tag: str = "") -> Analysis:
+        """``tag``: where in a run the LLM is asked for feedback (see ``LLMClient.complete``)."""
         # Each worker sees only its own folder: the inputs are copied in. Paths are
         # absolute because a worker runs in its own folder.
         workdir = workdir.resolve()
@@ -116,7 +118,8 @@ class Analyzer:
         if self.llm is not None and self.task is not None and code is not None:
             chat = [{"role": "user", "content": templates.render(
                 "analyzer.j2", task=self.task, code=code, episodes=analysis.episodes, reflection=analysis.reflection)}]
-            analysis.feedback = self.llm.complete(chat, n=1, purpose="analyze", temperature=0.3)[0].text.strip()
+            analysis.feedback = self.llm.complete(chat, n=1, purpose="analyze", temperature=0.3,
+                                               tag=tag)[0].text.strip()
         return analysis
 
     def _reflect(self, analysis: Analysis, code: str, eps, workdir: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import templates
-from .program import ENTRY, extract_code
+from .program import ENTRY, NO_CODE, extract_code
 from .schemas import TaskSpec
 
 
@@ -32,7 +32,7 @@ class Designer:
         return [extract_code(r.text, ENTRY) for r in replies]
 
     def fix(self, code: str | None, findings: list[str], entry: str = ENTRY, tag: str = "") -> str | None:
-        chat = templates.messages("fixer.j2", code=code or "# (no code was found in the reply)", findings=findings,
+        chat = templates.messages("fixer.j2", code=code or NO_CODE, findings=findings,
                                   entry=entry)
         reply = self.llm.complete(chat, n=1, purpose="fix", temperature=0.3, tag=tag)[0].text
         return extract_code(reply, entry)

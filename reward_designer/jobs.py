@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 
 from pydantic import BaseModel
 
-from .sandbox import Limits, Outcome, run_worker
+from .sandbox import Limits, Outcome, read_output, run_worker
 from .schemas import Job, JobEnvelope, Result, ResultEnvelope
 
 
@@ -30,7 +30,8 @@ def describe_death(outcome: Outcome) -> str:
 
 def read_result(workdir: Path) -> Result:
     """The validated result a worker left in ``workdir``; raises ValueError or OSError if there is none."""
-    return ResultEnvelope.model_validate_json((workdir / "result.json").read_text()).result
+    # Safely: on resume, a worker's folder may not have been sanitized (the parent was killed first).
+    return ResultEnvelope.model_validate_json(read_output(workdir / "result.json")).result
 
 
 def run_job(

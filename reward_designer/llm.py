@@ -64,13 +64,7 @@ class Usage(BaseModel):
         """What the calls in a call log spent. The log gets a line as each call ends, so a run
         killed before it saved its totals still has them here."""
         usage = cls()
-        if not path.is_file():
-            return usage
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # a run killed mid-write leaves a torn last line
+        for entry in _log_entries(path):
             if entry.get("cached"):
                 usage.cache_hits += 1
                 continue
@@ -125,6 +119,58 @@ def cache_key(model: str, messages: list[dict], n: int, temperature: float, purp
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _log_entries(path: Path) -> list[dict]:
+    """The entries of a call log (none if there is no log yet)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise LLMError(f"cannot read call log {path}: {e.strerror or e}") from None
+    entries = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            if i == len(lines):
+                break  # a run killed mid-write leaves a torn last line
+            raise LLMError(f"call log {path} line {i} is not JSON") from None
+    return entries
+
+
+def _served(entries: list[dict]) -> dict[str, list[str]]:
+    """The replies each purpose got, in order. Cache hits and failed calls are left out: the log is
+    appended across resumes, so a cache hit repeats a reply already logged when it was fresh."""
+    replies: dict[str, list[str]] = {}
+    for entry in entries:
+        if not (entry.get("cached") or entry.get("error")):
+            replies.setdefault(str(entry.get("purpose", "design")), []).extend(entry.get("completions") or [])
+    return replies
+
+
+def _cache_read(cache_dir: Path | None, key: str) -> list[Completion] | None:
+    if cache_dir is None:
+        return None
+    path = cache_dir / f"{key}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [Completion.model_validate({**c, "cached": True}) for c in data["completions"]]
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as e:
+        log.warning("ignoring unreadable cache file %s: %s", path, e)
+        return None
+
+
+def _cache_write(cache_dir: Path | None, key: str, model: str, purpose: str, completions: list[Completion]) -> None:
+    if cache_dir is None:
+        return
+    data = {"model": model, "purpose": purpose, "completions": [c.model_dump() for c in completions]}
+    _write_atomic(cache_dir / f"{key}.json", json.dumps(data, ensure_ascii=False, indent=1))
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -357,7 +403,7 @@ class LLMClient:
         start = time.monotonic()
         entry = dict(purpose=purpose, tag=tag, model=self.model, messages=messages, n=n, temperature=temp, key=key)
 
-        hit = self._cache_get(key)
+        hit = _cache_read(self.cache_dir, key)
         if hit is not None:
             with self._lock:
                 self.usage.cache_hits += 1
@@ -383,7 +429,7 @@ class LLMClient:
                                        requests=requests, error=str(e)))
             raise
 
-        self._cache_put(key, out, purpose)
+        _cache_write(self.cache_dir, key, self.model, purpose, out)
         self._log.write(_log_entry(**entry, completions=out, seconds=time.monotonic() - start, cached=False,
                                    requests=requests))
         return out
@@ -491,25 +537,6 @@ class LLMClient:
         return float(cost) if cost is not None else None
 
     # ---- cache ---------------------------------------------------------------
-    def _cache_get(self, key: str) -> list[Completion] | None:
-        if self.cache_dir is None:
-            return None
-        path = self.cache_dir / f"{key}.json"
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return [Completion.model_validate({**c, "cached": True}) for c in data["completions"]]
-        except FileNotFoundError:
-            return None
-        except (ValueError, KeyError, TypeError) as e:
-            log.warning("ignoring unreadable cache file %s: %s", path, e)
-            return None
-
-    def _cache_put(self, key: str, completions: list[Completion], purpose: str) -> None:
-        if self.cache_dir is None:
-            return
-        data = {"model": self.model, "purpose": purpose, "completions": [c.model_dump() for c in completions]}
-        _write_atomic(self.cache_dir / f"{key}.json", json.dumps(data, ensure_ascii=False, indent=1))
-
 
 # ---------------------------------------------------------------------------
 # replay
@@ -519,12 +546,19 @@ class ReplayClient:
     """Serves replies in order per purpose (prompts vary from run to run, so not by hash).
 
     ``complete(n=k)`` takes the next k replies of that purpose; running out is an LLMError.
+    With ``cache_dir`` and ``log_path`` a resumed run stays in step with the file: a call
+    made before is answered from the cache, and the replies the log shows served are skipped.
     """
 
-    def __init__(self, replies: dict[str, list[str]], *, log_path: Path | None = None, model: str = "replay"):
+    def __init__(self, replies: dict[str, list[str]], *, log_path: Path | None = None, cache_dir: Path | None = None,
+                 model: str = "replay"):
         self.model = model
         self._queues = {str(p): deque(str(t) for t in texts) for p, texts in replies.items()}
+        for purpose, texts in (_served(_log_entries(log_path)) if log_path else {}).items():
+            for _ in range(min(len(texts), len(self._queues.get(purpose, ())))):
+                self._queues[purpose].popleft()
         self._log = _CallLog(log_path)
+        self.cache_dir = Path(cache_dir) if cache_dir else None
         self._lock = threading.Lock()
         self.usage = Usage()
 
@@ -550,36 +584,22 @@ class ReplayClient:
 
     @classmethod
     def from_log(cls, path: Path, **kwargs) -> "ReplayClient":
-        """A call log written by LLMClient.
-
-        Cached entries and failed calls are skipped: the log is appended across
-        resumes, so a cache hit repeats a reply already logged when it was fresh.
-        """
-        path = Path(path)
-        replies: dict[str, list[str]] = {}
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise LLMError(f"cannot read call log {path}: {e.strerror or e}") from None
-        for i, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                if i == len(lines):
-                    break  # a run killed mid-write leaves a torn last line
-                raise LLMError(f"call log {path} line {i} is not JSON") from None
-            if entry.get("cached") or entry.get("error"):
-                continue
-            replies.setdefault(str(entry.get("purpose", "design")), []).extend(entry.get("completions") or [])
-        return cls(replies, **kwargs)
+        """A call log written by LLMClient: the replies it got fresh, per purpose."""
+        return cls(_served(_log_entries(Path(path))), **kwargs)
 
     def check_reachable(self) -> None:
         return None
 
     def complete(self, messages: list[dict], *, n: int = 1, purpose: str = "design", temperature: float | None = None,
                  tag: str = "") -> list[Completion]:
+        key = cache_key(self.model, messages, n, temperature, purpose, tag)
+        entry = dict(purpose=purpose, tag=tag, model=self.model, messages=messages, n=n, temperature=temperature, key=key)
+        hit = _cache_read(self.cache_dir, key)
+        if hit is not None:
+            with self._lock:
+                self.usage.cache_hits += 1
+            self._log.write(_log_entry(**entry, completions=hit, seconds=0.0, cached=True, requests=0))
+            return hit
         with self._lock:
             queue = self._queues.get(purpose)
             if queue is None or len(queue) < n:
@@ -588,8 +608,8 @@ class ReplayClient:
             texts = [queue.popleft() for _ in range(n)]
             self.usage.calls += 1
         out = [Completion(text=t, cost_usd=0.0, model=self.model) for t in texts]
-        self._log.write(_log_entry(purpose=purpose, tag=tag, model=self.model, messages=messages, n=n,
-                                   temperature=temperature, completions=out, seconds=0.0, cached=False, requests=1))
+        _cache_write(self.cache_dir, key, self.model, purpose, out)
+        self._log.write(_log_entry(**entry, completions=out, seconds=0.0, cached=False, requests=1))
         return out
 
     def remaining(self) -> dict[str, int]:
@@ -620,8 +640,8 @@ def make_client(
         if not replay.exists():
             raise LLMError(f"replay file not found: {replay}")
         if replay.suffix in (".jsonl", ".log") or _looks_like_jsonl(replay):
-            return ReplayClient.from_log(replay, log_path=log_path)
-        return ReplayClient.from_file(replay, log_path=log_path)
+            return ReplayClient.from_log(replay, log_path=log_path, cache_dir=cache_dir)
+        return ReplayClient.from_file(replay, log_path=log_path, cache_dir=cache_dir)
     model = model or os.environ.get(MODEL_ENV) or None
     if not model:
         raise LLMError(f"no model configured: pass --model or set {MODEL_ENV}")

@@ -14,6 +14,7 @@ from .schemas import FitnessSpec
 
 ENTRY = "compute_reward"
 FITNESS_ENTRY = "compute_fitness"
+NO_CODE = "# (no code was found in the reply)"  # stands for a reply without a program
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _CODE_START = re.compile(r"^(import |from |def |@|[A-Za-z_][A-Za-z0-9_]* *=)")

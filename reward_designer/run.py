@@ -37,7 +37,7 @@ from .designer import Designer
 from .envcard import EnvCard
 from .jobs import read_result
 from .llm import Usage, make_client
-from .program import FITNESS_ENTRY, extract_code, fitness_from_code
+from .program import FITNESS_ENTRY, NO_CODE, extract_code, fitness_from_code
 from .schemas import FitnessSpec, Sim, TaskSpec, TrainResult
 from .templates import render
 from .trainer import Trainer
@@ -310,8 +310,7 @@ class Run:
             attempts = len(list(cand.glob("attempt_*.py")))
             return (final.read_text() if final.is_file() else None), report, max(0, attempts - 1)
         for attempt in range(self.config.fix_attempts + 1):
-            if code is not None:
-                _write(cand / f"attempt_{attempt}.py", code)
+            _write(cand / f"attempt_{attempt}.py", NO_CODE if code is None else code)  # resume counts them
             report = self._critic.check(code, cand / "probe")
             if report.ok or attempt == self.config.fix_attempts:
                 break
@@ -341,7 +340,8 @@ class Run:
         rec.steps_per_second, rec.train_seconds = result.steps_per_second, result.seconds
         analysis = self._analysis(rec)
         if analysis is None:
-            analysis = self._analyzer.analyze(code, train_dir / "policy.npz", cand, train_dir / "progress.jsonl")
+            analysis = self._analyzer.analyze(code, train_dir / "policy.npz", cand, train_dir / "progress.jsonl",
+                                              tag=rec.name)
             _write(cand / "analysis.json", analysis.model_dump_json(indent=1))
         if not analysis.ok:
             rec.status, rec.error = "failed", analysis.error

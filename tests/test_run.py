@@ -249,3 +249,39 @@ def test_an_llm_error_leaves_the_run_stopped_and_resumable(tmp_path):
             design(load_task("pendulum-upright"), tmp_path / "run", **live(server))
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["status"] == "stopped" and "bad key" in saved["error"]
+
+
+def test_a_replayed_run_resumed_after_a_stop_gets_the_replies_an_unbroken_one_gets(tmp_path, monkeypatch):
+    replayed = replies(tmp_path, [GOOD, GOOD], analyze=["- first feedback", "- second feedback"])
+    config = {**CONFIG, "iterations": 2}
+    whole = design(load_task("pendulum-upright"), tmp_path / "whole", replay=replayed, samples=1, **config)
+
+    real_round = Run._round
+
+    def stop_at_round_two(self, it, *args):
+        if it == 2:
+            raise KeyboardInterrupt
+        return real_round(self, it, *args)
+
+    monkeypatch.setattr(Run, "_round", stop_at_round_two)
+    with pytest.raises(KeyboardInterrupt):
+        design(load_task("pendulum-upright"), tmp_path / "broken", replay=replayed, samples=1, **config)
+    monkeypatch.setattr(Run, "_round", real_round)
+    resumed = Run.open(tmp_path / "broken").execute(quiet=True)
+
+    assert resumed.status == whole.status == "done"
+    for name in ("iter_01/cand_00", "iter_02/cand_00"):
+        got = json.loads((tmp_path / "broken" / name / "analysis.json").read_text())["feedback"]
+        want = json.loads((tmp_path / "whole" / name / "analysis.json").read_text())["feedback"]
+        assert got == want
+    assert "second feedback" in want
+
+
+def test_a_fixed_reply_that_had_no_code_keeps_its_fix_count_on_resume(tmp_path):
+    path = tmp_path / "replies.yaml"
+    path.write_text(yaml.safe_dump({"design": ["I would reward being upright."], "fix": [GOOD],
+                                    "analyze": ["- keep going"]}))
+    first = design(load_task("pendulum-upright"), tmp_path / "run", replay=str(path), samples=1, **CONFIG)
+    again = Run.open(tmp_path / "run").execute(quiet=True)
+    assert first.candidates[0].status == "trained" and first.candidates[0].fixes == 1
+    assert again.candidates[0].fixes == 1
