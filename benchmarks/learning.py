@@ -1,6 +1,8 @@
 """Learning quality: our PPO (per-task preset) vs stable-baselines3 PPO defaults.
 
-Each trains for --steps env steps per seed on each env, then both are evaluated
+Each trains for --steps env steps per seed on each env (ours in whole PPO
+batches, rounded down; SB3 in whole rollouts, rounded up: each line says how
+many steps it trained), then both are evaluated
 the same way: deterministic actions on fresh gymnasium envs, mean return over
 --eval-episodes. Prints every run and the median final eval return per env.
 
@@ -66,7 +68,8 @@ class Spread:
 
 
 def run_ours(env_id: str, steps: int, seed: int, episodes: int, overrides: dict,
-             spread_k: int, simulator: str = "mujoco") -> tuple[float, float, list[float]]:
+             spread_k: int, simulator: str = "mujoco") -> tuple[float, float, int, list[float]]:
+    """(final eval return, training seconds, env steps trained, the last spread_k eval returns)."""
     cfg = PPOConfig.from_dict({**preset_for(env_id, simulator), **overrides, "total_steps": steps, "seed": seed})
     t0 = time.perf_counter()
     if simulator == "warp":  # on the GPU if there is one; the policy goes where the batch is
@@ -79,13 +82,19 @@ def run_ours(env_id: str, steps: int, seed: int, episodes: int, overrides: dict,
     learner = make_learner(sim, cfg)
     policy = learner.policy  # updated in place by every update
     spread = Spread(lambda o: policy.act(o), env_id, episodes, seed, spread_k)
-    train(sim, cfg, on_iteration=lambda info: spread(info["iterations"] - info["iteration"]), learner=learner)
+    trained = [0]
+
+    def on_iteration(info: dict) -> None:
+        trained[0] = info["global_step"]
+        spread(info["iterations"] - info["iteration"])
+
+    train(sim, cfg, on_iteration=on_iteration, learner=learner)
     sim.close()
     seconds = time.perf_counter() - t0 - spread.seconds
-    return spread.returns[-1], seconds, spread.returns
+    return spread.returns[-1], seconds, trained[0], spread.returns
 
 
-def run_sb3(env_id: str, steps: int, seed: int, episodes: int, spread_k: int) -> tuple[float, float, list[float]]:
+def run_sb3(env_id: str, steps: int, seed: int, episodes: int, spread_k: int) -> tuple[float, float, int, list[float]]:
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.logger import Logger
@@ -107,7 +116,7 @@ def run_sb3(env_id: str, steps: int, seed: int, episodes: int, spread_k: int) ->
     model.learn(total_timesteps=steps, callback=AfterUpdates() if spread_k else None)
     seconds = time.perf_counter() - t0 - spread.seconds
     spread(0)
-    return spread.returns[-1], seconds, spread.returns
+    return spread.returns[-1], seconds, model.num_timesteps, spread.returns
 
 
 def main() -> None:
@@ -137,20 +146,20 @@ def main() -> None:
                 if args.only and who != args.only:
                     continue
                 if who == "ours":
-                    ret, sec, spread = run_ours(env_id, args.steps, seed, args.eval_episodes, overrides, args.spread,
-                                                args.sim)
+                    ret, sec, trained, spread = run_ours(env_id, args.steps, seed, args.eval_episodes, overrides,
+                                                         args.spread, args.sim)
                 else:
-                    ret, sec, spread = run_sb3(env_id, args.steps, seed, args.eval_episodes, args.spread)
+                    ret, sec, trained, spread = run_sb3(env_id, args.steps, seed, args.eval_episodes, args.spread)
                 results.setdefault((env_id, who), []).append(ret)
                 spreads.setdefault((env_id, who), []).extend(spread)
                 line = (f"{env_id:16s} {who:4s} seed {seed}: eval return {ret:9.1f}  "
-                        f"({sec:6.1f} s, {args.steps / sec:7.0f} steps/s)")
+                        f"({trained} steps in {sec:6.1f} s, {trained / sec:7.0f} steps/s)")
                 if args.spread:
                     line += (f"  last {len(spread)} updates: min {min(spread):7.1f} median "
                              f"{statistics.median(spread):7.1f} max {max(spread):7.1f}")
                 print(line, flush=True)
 
-    print(f"\nmedian final eval return over {args.seeds} seed(s), {args.steps} steps, "
+    print(f"\nmedian final eval return over {args.seeds} seed(s), --steps {args.steps}, "
           f"{args.eval_episodes} deterministic episodes each")
     for env_id in args.envs:
         ours = results.get((env_id, "ours"))

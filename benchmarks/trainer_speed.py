@@ -13,6 +13,11 @@ env construction and process start excluded), on the env's own reward. Rows:
   sb3-defaults      SB3 PPO("MlpPolicy", env), one env
   sb3-tuned         SB3 PPO, 16 envs in a DummyVecEnv, n_steps 128, batch_size 512
 
+Every row runs one torch thread per process, the fastest setting on these
+machines for both sides (FACTS.md). So SB3, which steps its envs and learns in
+one process, uses one core; ours uses both through its own processes (the
+simulator's slab twin, the forked learner). raw mj_step is one core too.
+
 With the ``warp`` extra, three rows run MuJoCo Warp (``warpsim.py``) with
 --warp-envs worlds on the GPU if there is one (else on Warp's CPU backend,
 for trying the rows out: slow). Not in the default rows. Kernel compilation
@@ -23,8 +28,10 @@ and graph capture happen in a warm-up step before the timing:
   ours-warp         our PPO on it, policy and rollout on the same device, env reward;
                     the warp preset (presets.preset_for), then --set, then num_envs --warp-envs
 
---candidate also times a whole 1M-step HalfCheetah candidate as a worker would
-run it: process start to the saved policy file.
+--candidate also times a whole 1M-step HalfCheetah candidate as a design run
+trains it: the reward program above through the sandboxed worker
+(``Trainer.train``), from the worker's start to its saved policy file, and
+prints the env-steps/s of its training.
 
     python benchmarks/trainer_speed.py --steps 100000
     python benchmarks/trainer_speed.py --envs HalfCheetah-v5 --rows ours ours+reward sb3-tuned --repeat 5
@@ -134,7 +141,7 @@ def child(row: str, env_id: str, steps: int, overrides: dict) -> float:
         t0 = time.perf_counter()
         train(sim, cfg, reward_fn=None if row == "ours" else reward_fn)
         seconds = time.perf_counter() - t0
-        done = cfg.total_steps // (cfg.num_envs * cfg.num_steps) * cfg.num_envs * cfg.num_steps
+        done = max(1, cfg.total_steps // (cfg.num_envs * cfg.num_steps)) * cfg.num_envs * cfg.num_steps  # as train()
         return done / seconds
 
     import gymnasium as gym
@@ -153,15 +160,25 @@ def child(row: str, env_id: str, steps: int, overrides: dict) -> float:
     return model.num_timesteps / (time.perf_counter() - t0)
 
 
-def candidate(steps: int, path: str, overrides: dict) -> None:
-    """A worker's whole job: imports, simulator, training, saved weights."""
-    from reward_designer.ppo import PPOConfig, train
-    from reward_designer.presets import preset_for
-    from reward_designer.vecsim import make_vecsim
+def candidate(steps: int, overrides: dict) -> None:
+    """A candidate's training as a design run does it: the sandboxed worker, the reward program, saved weights."""
+    import inspect
+    import tempfile
+    from pathlib import Path
 
-    cfg = PPOConfig.from_dict({**preset_for("HalfCheetah-v5"), **overrides, "total_steps": steps})
-    sim = make_vecsim("HalfCheetah-v5", cfg.num_envs, seed=0)
-    train(sim, cfg).save(path)
+    from reward_designer.trainer import Trainer
+
+    trainer = Trainer("HalfCheetah-v5", steps, ppo=overrides)
+    trainer.check()  # once per design run, not per candidate
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        out = trainer.train(inspect.getsource(compute_reward), Path(tmp))
+        seconds = time.perf_counter() - t0
+        if not out.ok or not (Path(tmp) / "policy.npz").is_file():
+            raise RuntimeError(f"the candidate failed: {out.problem or out.result.error}")
+    r = out.result
+    print(f"{steps}-step HalfCheetah-v5 candidate with a reward program, sandboxed worker start to saved policy: "
+          f"{seconds:.1f} s; its training {r.steps} steps in {r.seconds:.1f} s, {r.steps_per_second:.0f} env-steps/s")
 
 
 def run_child(*args: str) -> str:
@@ -173,7 +190,7 @@ def run_child(*args: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=100_000, help="env steps per measurement")
+    p.add_argument("--steps", type=int, default=100_000, help="env steps per measurement (ours: in whole PPO batches; raw mj_step: at most 20000)")
     p.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Ant-v5"])
     p.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS + WARP_ROWS)
     p.add_argument("--warp-envs", type=int, default=4096, help="worlds in a MuJoCo Warp batch (the warp rows)")
@@ -182,7 +199,6 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="PPOConfig overrides for ours on top of the preset, e.g. update_epochs=5")
     p.add_argument("--child", nargs=4, metavar=("ROW", "ENV", "STEPS", "WORLDS"), help=argparse.SUPPRESS)
-    p.add_argument("--candidate-child", nargs=2, metavar=("STEPS", "PATH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     overrides = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     if args.child:
@@ -190,9 +206,6 @@ def main() -> None:
         rate = (warp_child(row, env_id, int(steps), int(worlds), overrides) if row in WARP_ROWS
                 else child(row, env_id, int(steps), overrides))
         print(json.dumps(rate))
-        return
-    if args.candidate_child:
-        candidate(int(args.candidate_child[0]), args.candidate_child[1], overrides)
         return
 
     print(f"{args.steps} env steps per measurement; each row a separate process, run one after another"
@@ -212,17 +225,7 @@ def main() -> None:
                 if ours in rates and other in rates:
                     print(f"{env_id:16s} {ours} / {other}: {rates[ours] / rates[other]:.2f}x")
     if args.candidate:
-        import tempfile
-        from pathlib import Path
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "policy.npz"
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-W", "ignore", __file__, "--candidate-child", "1000000", str(path),
-                            "--set", *args.set], check=True, capture_output=True)
-            seconds = time.perf_counter() - t0
-            assert path.exists()
-        print(f"1M-step HalfCheetah-v5 candidate, process start to saved policy: {seconds:.1f} s")
+        candidate(1_000_000, overrides)
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ def test_killed_run_resumes_with_no_repeated_request(full_run, tmp_path):
         proc = design_until_training(server, out)
         os.killpg(proc.pid, signal.SIGKILL)  # the CLI and every worker it started
         proc.wait()
-        assert not (out / "iter_01" / "cand_00" / "train" / "result.json").exists()
+        assert not (out / "iter_01" / "cand_01" / "train" / "result.json").exists()
         before = requests_text(server)
 
         code, err = finish(cli("resume", str(out), env={"OPENAI_API_KEY": "sk-test"}))
