@@ -130,7 +130,7 @@ def test_ctrl_c_stops_the_run_and_its_training_and_says_how_to_resume(tmp_path):
 
 
 def test_killed_run_resumes_with_no_repeated_request(full_run, tmp_path):
-    ref_out, _, _ = full_run
+    ref_out, ref_requests, _ = full_run
     out = tmp_path / "run"
     with FakeOpenAI(reply) as server:
         proc = design_until_training(server, out)
@@ -144,7 +144,9 @@ def test_killed_run_resumes_with_no_repeated_request(full_run, tmp_path):
         after = requests_text(server)
 
     assert len(after) > len(before)
-    assert len(set(after)) == len(after), "a request was sent twice"
+    # Killed and resumed, the run sends what an unbroken one sends: no request twice, none left out.
+    # (Two places may send the same text, e.g. two candidates with the same code: both runs do.)
+    assert sorted(after) == sorted(ref_requests)
     record = json.loads((out / "run.json").read_text())
     ref = json.loads((ref_out / "run.json").read_text())
     assert (record["best"]["iteration"], record["best"]["index"]) == (ref["best"]["iteration"], ref["best"]["index"])
