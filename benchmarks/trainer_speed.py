@@ -7,9 +7,11 @@ env construction and process start excluded), on the env's own reward. Rows:
   raw mj_step       one MjData stepped in a loop on one core: the simulator's floor
   vecsim            our batched simulator alone, random actions, no learning
   ours              our PPO with the env's preset (batched simulator, both cores)
-  ours+reward       the same, reward from a batched program written against state.State
-  ours+heavy-reward the same program computed 10 times per step: a costlier reward, which
-                    the simulator's slab balance moves work away from (vecsim.py)
+  ours+reward       the same, reward from a batched program written against state.State,
+                    through the worker's per-step reward (worker.StepReward: checks, and
+                    each component metered per episode), as a candidate's training runs it
+  ours+heavy-reward the same with the program computed 10 times per step: a costlier reward,
+                    which the simulator's slab balance moves work away from (vecsim.py)
   sb3-defaults      SB3 PPO("MlpPolicy", env), one env
   sb3-tuned         SB3 PPO, 16 envs in a DummyVecEnv, n_steps 128, batch_size 512
 
@@ -56,6 +58,12 @@ def compute_reward(state, action):
     forward = state.body("torso").linvel[:, 0]
     ctrl = 0.1 * action.square().sum(-1)
     return forward - ctrl, {"forward": forward, "ctrl": -ctrl}
+
+
+def heavy_reward(state, action):
+    for _ in range(10):
+        out = compute_reward(state, action)
+    return out
 
 
 def warp_child(row: str, env_id: str, steps: int, worlds: int, overrides: dict) -> float:
@@ -116,10 +124,10 @@ def child(row: str, env_id: str, steps: int, overrides: dict) -> float:
             mujoco.mj_step(m, d, nstep=env.frame_skip)
         return n / (time.perf_counter() - t0)
 
-    from reward_designer import state as st
     from reward_designer.ppo import PPOConfig, train
     from reward_designer.presets import preset_for
     from reward_designer.vecsim import make_vecsim
+    from reward_designer.worker import StepReward
 
     if row in ("vecsim", "ours", "ours+reward", "ours+heavy-reward"):
         cfg = PPOConfig.from_dict({**preset_for(env_id), **overrides, "total_steps": steps})
@@ -132,14 +140,11 @@ def child(row: str, env_id: str, steps: int, overrides: dict) -> float:
             for k in range(steps // sim.num_envs):
                 sim.step(actions[k % 64])
             return steps // sim.num_envs * sim.num_envs / (time.perf_counter() - t0)
-        def reward_fn(prev, now, actions, done):
-            for _ in range(10 if row == "ours+heavy-reward" else 1):
-                state = st.state_pair(prev, now, sim.layout, sim.dt, cfg.device)
-                reward = compute_reward(state, actions)[0]
-            return reward
-
+        program = {"ours": None, "ours+reward": compute_reward, "ours+heavy-reward": heavy_reward}[row]
+        reward_fn = StepReward(program, None, "sum", sim.layout, sim.dt, sim.num_envs, cfg.device)
         t0 = time.perf_counter()
-        train(sim, cfg, reward_fn=None if row == "ours" else reward_fn)
+        train(sim, cfg, reward_fn=None if program is None else reward_fn,
+              on_iteration=lambda stats: reward_fn.episode_means())
         seconds = time.perf_counter() - t0
         done = max(1, cfg.total_steps // (cfg.num_envs * cfg.num_steps)) * cfg.num_envs * cfg.num_steps  # as train()
         return done / seconds

@@ -9,6 +9,7 @@ job file; the parent validates both, since untrusted code ran here.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -92,6 +93,8 @@ class EpisodeMeter:
         elif self.aggregate == "last":
             self.acc = values.copy()
         self.count += 1
+        if not done.any():  # most steps: no episode ends, and the masked copies below cost more than this
+            return self.acc[:0]
         finished = self.acc[done] / self.count[done] if self.aggregate == "mean" else self.acc[done].copy()
         self.acc[done] = -np.inf if self.aggregate == "max" else 0.0
         self.count[done] = 0
@@ -101,6 +104,57 @@ class EpisodeMeter:
 def fitness_values(fitness_fn, state, actions, n: int) -> np.ndarray:
     """One step's fitness, one float per env."""
     return torch.as_tensor(fitness_fn(state, actions)).float().reshape(n).cpu().numpy()
+
+
+class StepReward:
+    """A training's ``reward_fn``, called once per vector step on the whole batch: the program's
+    reward, checked, with its components and the fitness metered per episode for the progress
+    log. ``program`` None: the env's own reward (only the fitness is metered).
+
+    benchmarks/trainer_speed.py times training with this same object, so its figures include it.
+    """
+
+    def __init__(self, program, fitness_fn, aggregate: str, layout, dt: float, n: int, device: str):
+        self.program, self.fitness_fn = program, fitness_fn
+        self.layout, self.dt, self.n, self.device = layout, dt, n, device
+        self.fitness_meter = EpisodeMeter(n, aggregate)
+        self.component_meters: dict[str, EpisodeMeter] = {}
+        self.finished: dict[str, list[float]] = {}  # per-episode values since the last episode_means()
+        self.values = self.nonfinite = 0
+
+    def __call__(self, prev, now, actions, done):
+        state = state_pair(prev, now, self.layout, self.dt, self.device)
+        if isinstance(done, torch.Tensor):  # a batch on a device: to the host once, for the meters
+            done = done.cpu().numpy()
+        if self.fitness_fn is not None:
+            fit = fitness_values(self.fitness_fn, state, actions, self.n)
+            self.finished.setdefault("fitness", []).extend(self.fitness_meter.step(fit, done))
+        if self.program is None:
+            return None
+        reward, components = check_output(self.program(state, actions), self.n)
+        for k, v in components.items():
+            if k not in self.component_meters:  # setdefault would build a meter every step
+                self.component_meters[k] = EpisodeMeter(self.n, "mean")
+                self.finished[f"component/{k}"] = []
+            ended = self.component_meters[k].step(v.cpu().numpy(), done)
+            if len(ended):
+                self.finished[f"component/{k}"].extend(ended)
+        # A rare non-finite value is zeroed; a habit of them fails the candidate. One sum finds
+        # them (it is finite unless a value is not, or huge ones overflow: then look closer).
+        self.values += self.n
+        if not math.isfinite(float(reward.sum())) and (bad := ~torch.isfinite(reward)).any():
+            self.nonfinite += int(bad.sum())
+            if self.nonfinite > max(100, 0.01 * self.values):
+                raise ProgramError("the reward was NaN or infinite on more than 1% of steps during training")
+            reward = torch.nan_to_num(reward, nan=0.0, posinf=0.0, neginf=0.0)
+        return reward.to(self.device)
+
+    def episode_means(self) -> dict[str, float]:
+        """Each metered value's mean over the episodes that ended since the last call."""
+        means = {k: float(np.mean(v)) for k, v in self.finished.items() if v}
+        for v in self.finished.values():
+            v.clear()
+        return means
 
 
 def _write_result(workdir: Path, result) -> None:
@@ -234,40 +288,13 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
     except Exception as exc:  # noqa: BLE001
         return TrainResult(ok=False, error=_error_text(exc))
 
-    fitness_meter = EpisodeMeter(n, job.fitness.aggregate if job.fitness else "sum")
-    comp_meters: dict[str, EpisodeMeter] = {}
-    finished: dict[str, list[float]] = {}
-    counts = {"values": 0, "nonfinite": 0, "steps": 0}  # steps: trained, whole rollouts (total_steps or more)
-
-    def reward_fn(prev, now, actions, done):
-        state = state_pair(prev, now, layout, dt, cfg.device)
-        if isinstance(done, torch.Tensor):  # a batch on a device: to the host once, for the meters
-            done = done.cpu().numpy()
-        if fitness_fn is not None:
-            fit = fitness_values(fitness_fn, state, actions, n)
-            finished.setdefault("fitness", []).extend(fitness_meter.step(fit, done))
-        if reward_program is None:
-            return None
-        reward, components = check_output(reward_program(state, actions), n)
-        for k, v in components.items():
-            meter = comp_meters.setdefault(k, EpisodeMeter(n, "mean"))
-            finished.setdefault(f"component/{k}", []).extend(meter.step(v.cpu().numpy(), done))
-        # A rare non-finite value is zeroed; a habit of them fails the candidate.
-        bad = ~torch.isfinite(reward)
-        counts["values"] += n
-        if bad.any():
-            counts["nonfinite"] += int(bad.sum())
-            if counts["nonfinite"] > max(100, 0.01 * counts["values"]):
-                raise ProgramError("the reward was NaN or infinite on more than 1% of steps during training")
-            reward = torch.nan_to_num(reward, nan=0.0, posinf=0.0, neginf=0.0)
-        return reward.to(cfg.device)
+    reward_fn = StepReward(reward_program, fitness_fn, job.fitness.aggregate if job.fitness else "sum",
+                           layout, dt, n, cfg.device)
+    counts = {"steps": 0}  # trained, whole rollouts (total_steps or more)
 
     def on_iteration(stats: dict) -> None:
         line = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
-        for k, values in finished.items():
-            if values:
-                line[k] = float(np.mean(values))
-        finished.clear()
+        line.update(reward_fn.episode_means())
         counts["steps"] = stats["global_step"]
         progress.write(json.dumps(line) + "\n")
 

@@ -146,6 +146,9 @@ def read_output(path: Path, max_bytes: int = 16 * 1024 * 1024) -> bytes:
 def _hand_over(root: Path) -> None:
     """Give the run folder to uid 65534 (root only), without following links."""
     os.chown(root, namespaces.NOBODY, namespaces.NOBODY)
+    # bubblewrap enters it before dropping to that uid, as a root without DAC override: a 0700
+    # folder (tempfile.mkdtemp's) needs search rights for others. Listing stays the owner's.
+    os.chmod(root, stat.S_IMODE(os.lstat(root).st_mode) | 0o011)
     for top, dirs, files in os.walk(root):
         for name in dirs + files:
             os.chown(os.path.join(top, name), namespaces.NOBODY, namespaces.NOBODY, follow_symlinks=False)

@@ -119,6 +119,13 @@ def test_exit_code_output_and_layers(tmp_path, monkeypatch):
     assert set(out.layers) == ACTIVE and out.missing == [x for x in LAYERS if x not in ACTIVE]
 
 
+def test_a_private_workdir_is_usable(tmp_path):
+    """A folder made 0700 (tempfile.mkdtemp's): bubblewrap enters it before the worker drops to its uid."""
+    (tmp_path / "work").mkdir(mode=0o700)
+    out = snippet(tmp_path, "print('ran')")
+    assert out.returncode == 0 and out.stdout_tail.strip() == "ran", out.stderr_tail
+
+
 def test_wall_clock_deadline_kills_the_whole_sandbox(tmp_path):
     t0 = time.monotonic()
     out = snippet(tmp_path, """
