@@ -173,6 +173,23 @@ def _cache_write(cache_dir: Path | None, key: str, model: str, purpose: str, com
     _write_atomic(cache_dir / f"{key}.json", json.dumps(data, ensure_ascii=False, indent=1))
 
 
+class _CachedCalls:
+    """What both clients do first: a call made before is answered from the cache, and logged as a hit.
+    Needs ``model``, ``cache_dir``, ``usage``, ``_lock`` and ``_log``."""
+
+    def _lookup(self, messages, n, temperature, purpose, tag) -> tuple[dict, list[Completion] | None]:
+        """The call's log fields (its cache key among them), and its cached reply or None."""
+        key = cache_key(self.model, messages, n, temperature, purpose, tag)
+        entry = dict(purpose=purpose, tag=tag, model=self.model, messages=messages, n=n, temperature=temperature,
+                     key=key)
+        hit = _cache_read(self.cache_dir, key)
+        if hit is not None:
+            with self._lock:
+                self.usage.cache_hits += 1
+            self._log.write(_log_entry(**entry, completions=hit, seconds=0.0, cached=True, requests=0))
+        return entry, hit
+
+
 def _write_atomic(path: Path, text: str) -> None:
     # tmp + rename in the same folder: a crash leaves the old file or the new
     # one, never half of one (a resumed run trusts what it finds).
@@ -298,7 +315,7 @@ def _classify(e: BaseException, model: str) -> Exception:
 # the real client
 
 
-class LLMClient:
+class LLMClient(_CachedCalls):
     def __init__(
         self,
         model: str,
@@ -399,15 +416,9 @@ class LLMClient:
         if n < 1:
             raise ValueError("n must be >= 1")
         temp = self.temperature if temperature is None else float(temperature)
-        key = cache_key(self.model, messages, n, temp, purpose, tag)
         start = time.monotonic()
-        entry = dict(purpose=purpose, tag=tag, model=self.model, messages=messages, n=n, temperature=temp, key=key)
-
-        hit = _cache_read(self.cache_dir, key)
+        entry, hit = self._lookup(messages, n, temp, purpose, tag)
         if hit is not None:
-            with self._lock:
-                self.usage.cache_hits += 1
-            self._log.write(_log_entry(**entry, completions=hit, seconds=0.0, cached=True, requests=0))
             return hit
 
         self._resolve()  # the first call imports litellm (~2 s): not counted against the deadline
@@ -429,7 +440,7 @@ class LLMClient:
                                        requests=requests, error=str(e)))
             raise
 
-        _cache_write(self.cache_dir, key, self.model, purpose, out)
+        _cache_write(self.cache_dir, entry["key"], self.model, purpose, out)
         self._log.write(_log_entry(**entry, completions=out, seconds=time.monotonic() - start, cached=False,
                                    requests=requests))
         return out
@@ -542,7 +553,7 @@ class LLMClient:
 # replay
 
 
-class ReplayClient:
+class ReplayClient(_CachedCalls):
     """Serves replies in order per purpose (prompts vary from run to run, so not by hash).
 
     ``complete(n=k)`` takes the next k replies of that purpose; running out is an LLMError.
@@ -592,13 +603,8 @@ class ReplayClient:
 
     def complete(self, messages: list[dict], *, n: int = 1, purpose: str = "design", temperature: float | None = None,
                  tag: str = "") -> list[Completion]:
-        key = cache_key(self.model, messages, n, temperature, purpose, tag)
-        entry = dict(purpose=purpose, tag=tag, model=self.model, messages=messages, n=n, temperature=temperature, key=key)
-        hit = _cache_read(self.cache_dir, key)
+        entry, hit = self._lookup(messages, n, temperature, purpose, tag)
         if hit is not None:
-            with self._lock:
-                self.usage.cache_hits += 1
-            self._log.write(_log_entry(**entry, completions=hit, seconds=0.0, cached=True, requests=0))
             return hit
         with self._lock:
             queue = self._queues.get(purpose)
@@ -608,7 +614,7 @@ class ReplayClient:
             texts = [queue.popleft() for _ in range(n)]
             self.usage.calls += 1
         out = [Completion(text=t, cost_usd=0.0, model=self.model) for t in texts]
-        _cache_write(self.cache_dir, key, self.model, purpose, out)
+        _cache_write(self.cache_dir, entry["key"], self.model, purpose, out)
         self._log.write(_log_entry(**entry, completions=out, seconds=0.0, cached=False, requests=1))
         return out
 
