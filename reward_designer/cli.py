@@ -74,9 +74,8 @@ def _sim(sim: Sim, device: str) -> str:
     return sim.value
 
 
-def _check_env(env_id: str, env_kwargs: dict | None = None, trainer=None) -> None:
-    """A registered env that our PPO can train on (Box observations and actions), or BadInput.
-    With ``trainer``, its check does it, so that the trainer does not make the env again."""
+def _check_env(env_id: str, env_kwargs: dict | None = None) -> None:
+    """A registered env that our PPO can train on (Box observations and actions), or BadInput."""
     import gymnasium as gym
 
     from .trainer import check_trainable
@@ -86,10 +85,7 @@ def _check_env(env_id: str, env_kwargs: dict | None = None, trainer=None) -> Non
     except Exception:  # noqa: BLE001 - gymnasium raises several kinds for an unknown id
         raise BadInput(f"unknown environment id {env_id!r} (not registered with gymnasium)") from None
     try:
-        if trainer is not None:
-            trainer.check()
-        else:
-            check_trainable(env_id, env_kwargs)
+        check_trainable(env_id, env_kwargs)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 
@@ -305,17 +301,17 @@ def train(
     from .trainer import Trainer
 
     code = _read_python(file, "reward file")
+    _check_env(env)
     spec = _fitness_file(fitness)
     dev = _device(device)
     simulator = _sim(sim, dev)
-    trainer = Trainer(env, steps, seed=seed, device=dev, sim=simulator, kernel_dir=out / "warp")
-    _check_env(env, trainer=trainer)
     report = Critic(env, seed=seed).check(code, out / "probe")
     if not report.ok:
         err.print(f"{file}: rejected by the critic at {report.stage}", markup=False)
         for f in report.findings:
             err.print(f"  - {f}", markup=False)
         raise typer.Exit(1)
+    trainer = Trainer(env, steps, seed=seed, device=dev, sim=simulator, kernel_dir=out / "warp")
     if simulator == "warp":
         err.print(f"MuJoCo Warp: compiling the kernels for {env}", markup=False)
     try:

@@ -173,7 +173,6 @@ class Run:
         try:
             return self._loop(quiet)
         except BaseException as exc:
-            self._stop.set()  # trainings still running in other threads end their workers
             self.record.status = "stopped"
             self.record.error = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc).splitlines()[0][:300]
             self.record.usage = self._usage()

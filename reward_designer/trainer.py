@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -38,13 +39,19 @@ def read_progress(path: Path) -> list[dict]:
 def check_trainable(env_id: str, env_kwargs: dict | None = None) -> None:
     """ValueError, saying why, unless our PPO can train on ``env_id`` (Box observations and actions).
 
-    Cheap (one ``gym.make``): callers run it before anything costly, such as an LLM call.
+    Cheap (one ``gym.make``, once per env and kwargs in a process): callers run it before anything
+    costly, such as an LLM call, and again wherever they need it.
     """
+    _check_trainable(env_id, json.dumps(env_kwargs or {}, sort_keys=True))
+
+
+@functools.cache  # a passed check only; a failed one raises and is not kept
+def _check_trainable(env_id: str, env_kwargs_json: str) -> None:
     import gymnasium as gym
 
     from .ppo import check_spaces
 
-    env = gym.make(env_id, **(env_kwargs or {}))
+    env = gym.make(env_id, **json.loads(env_kwargs_json))
     try:
         check_spaces(env.observation_space, env.action_space)
     except ValueError as exc:
@@ -79,7 +86,6 @@ class Trainer:
         self.sim, self.kernel_dir = sim, kernel_dir
         self._kernels: Path | None = None  # set by prepare()
         self._preparing = threading.Lock()  # candidates may train in parallel threads
-        self._checked = False  # by check(): the env is one PPO can train on
 
     @property
     def batch(self) -> int:
@@ -99,17 +105,14 @@ class Trainer:
                 f"training {self.planned_steps}, not {self.steps}")
 
     def check(self) -> None:
-        """ValueError, saying why, unless PPO can train on the env with the ``ppo`` overrides:
-        one ``gym.make``, once per Trainer."""
-        if not self._checked:
-            from .ppo import PPOConfig
+        """ValueError, saying why, unless PPO can train on the env with the ``ppo`` overrides."""
+        from .ppo import PPOConfig
 
-            try:
-                PPOConfig.from_dict(self.ppo)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"ppo overrides: {exc}") from None
-            check_trainable(self.env_id, self.env_kwargs)
-            self._checked = True
+        try:
+            PPOConfig.from_dict(self.ppo)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"ppo overrides: {exc}") from None
+        check_trainable(self.env_id, self.env_kwargs)
 
     def prepare(self) -> None:
         """Check that PPO can train on the env and, for sim "warp", compile MuJoCo Warp's kernels
