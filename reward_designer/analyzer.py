@@ -10,7 +10,6 @@ is how reward hacking shows).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from pydantic import BaseModel
 
 from . import templates
 from .jobs import run_job
-from .sandbox import Limits
+from .sandbox import Limits, copy_output
 from .schemas import AnalyzeJob, FitnessSpec, RewardEvalJob, TaskSpec
 from .trainer import read_progress
 
@@ -40,6 +39,7 @@ class Analysis(BaseModel):
     terminated: int = 0
     env_return_mean: float = 0.0
     reward_mean: float = 0.0
+    reward_nonfinite: int = 0  # evaluation steps where the reward was NaN or infinite
     step_correlation: float | None = None  # reward vs fitness, per step; None where either is constant
     components: list[ComponentStat] = []
     training_curve: list[dict] = []  # a few rows of the training log (fitness, components over steps)
@@ -95,7 +95,7 @@ class Analyzer:
         workdir = workdir.resolve()
         rollout_dir = workdir / "rollout"
         rollout_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(policy, rollout_dir / "policy.npz")
+        copy_output(policy, rollout_dir / "policy.npz")
         rollout = run_job(
             AnalyzeJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed,
                        policy=str(rollout_dir / "policy.npz"), fitness=self.fitness, episodes=self.episodes,
@@ -126,7 +126,7 @@ class Analyzer:
         """The program's own view of the rollouts: its components and how its reward tracks the fitness."""
         eval_dir = workdir / "reward_eval"
         eval_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(workdir / "rollout" / "trajectories.npz", eval_dir / "trajectories.npz")
+        copy_output(workdir / "rollout" / "trajectories.npz", eval_dir / "trajectories.npz")
         out = run_job(
             RewardEvalJob(env_id=self.env_id, env_kwargs=self.env_kwargs, code=code,
                           trajectories=str(eval_dir / "trajectories.npz")),
@@ -141,6 +141,7 @@ class Analyzer:
             analysis.error = "the reward evaluation returned the wrong number of steps"
             return
         analysis.reward_mean = float(np.mean(r.episode_reward))
+        analysis.reward_nonfinite = r.nonfinite
         analysis.step_correlation = correlation(
             np.concatenate([np.asarray(s, dtype=float) for s in r.step_reward]),
             np.concatenate([np.asarray(e.step_fitness, dtype=float) for e in eps]),

@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 
 from pydantic import BaseModel
 
-from .sandbox import Limits, Outcome, read_output, run_worker
+from .sandbox import Limits, Outcome, read_output, run_worker, sanitize_workdir
 from .schemas import Job, JobEnvelope, Result, ResultEnvelope
 
 
@@ -45,6 +45,7 @@ def run_job(
     """Run ``job`` confined to ``workdir``; ``read_only``: further folders or files it may read."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    sanitize_workdir(workdir)  # links an earlier worker left, if its parent was killed before it could
     (workdir / "result.json").unlink(missing_ok=True)
     job_file = workdir / "job.json"
     job_file.write_text(JobEnvelope(job=job).model_dump_json(indent=1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import linecache
 import re
 import types
 from typing import Callable
@@ -50,7 +51,8 @@ def extract_code(reply: str, entry: str = ENTRY) -> str | None:
 
     With several fenced blocks, the one defining ``entry`` wins; other blocks
     that parse (helpers, imports) are kept in front of it when the entry block
-    uses a name only they define. Returns None when no code defines ``entry``.
+    uses a name they define, directly or through another kept block. Returns
+    None when no code defines ``entry``.
     A block that defines ``entry`` but does not parse is still returned, so the
     critic can tell the designer exactly what is wrong with it.
     """
@@ -61,9 +63,13 @@ def extract_code(reply: str, entry: str = ENTRY) -> str | None:
             return None
         code = main[-1]
         helpers = [b for b in blocks if b is not code and not _defines(b, entry) and _parses(b)]
-        used = _names_used(code)
-        needed = [h for h in helpers if _top_level_names(h) & used]
-        return ("\n\n".join(needed + [code])).strip() + "\n"
+        # Kept: the helpers the entry block uses, the ones those use, and so on.
+        used, needed = _names_used(code), set()
+        while grown := [i for i, h in enumerate(helpers) if i not in needed and _top_level_names(h) & used]:
+            needed.update(grown)
+            for i in grown:
+                used |= _names_used(helpers[i])
+        return ("\n\n".join([h for i, h in enumerate(helpers) if i in needed] + [code])).strip() + "\n"
     if not _defines(reply, entry):
         return None
     # Bare code: from the first line that looks like code to the last that does.
@@ -82,8 +88,9 @@ def _top_level_names(code: str) -> set[str]:
     for node in ast.parse(code).body:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names.add(node.name)
-        elif isinstance(node, ast.Assign):
-            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names |= {(a.asname or a.name).split(".")[0] for a in node.names}
     return names
@@ -119,7 +126,10 @@ def load_function(code: str, entry: str, module_name: str = "reward_program") ->
     Runs untrusted code: call it only inside a sandboxed worker.
     """
     module = types.ModuleType(module_name)
-    exec(compile(code, f"<{module_name}>", "exec"), module.__dict__)  # noqa: S102 - sandboxed worker only
+    filename = f"<{module_name}>"
+    # So tracebacks show the failing line's code, which the designer is sent.
+    linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
+    exec(compile(code, filename, "exec"), module.__dict__)  # noqa: S102 - sandboxed worker only
     fn = module.__dict__.get(entry)
     if not callable(fn):
         raise ValueError(f"the program defines no function {entry}()")

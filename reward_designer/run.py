@@ -36,6 +36,7 @@ from .critic import Critic, CriticReport
 from .designer import Designer
 from .envcard import EnvCard
 from .jobs import read_result
+from .sandbox import copy_output
 from .llm import Usage, make_client
 from .program import FITNESS_ENTRY, NO_CODE, extract_code, fitness_from_code
 from .schemas import FitnessSpec, Sim, TaskSpec, TrainResult
@@ -380,7 +381,7 @@ class Run:
             dst.mkdir(exist_ok=True)
             for name in ("reward.py", "analysis.json"):
                 shutil.copyfile(src / name, dst / name)
-            shutil.copyfile(src / "train" / "policy.npz", dst / "policy.npz")
+            copy_output(src / "train" / "policy.npz", dst / "policy.npz")  # a worker wrote it
             self.record.status = "done"
         self.record.usage = self._usage()
         self.save()

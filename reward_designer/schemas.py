@@ -164,6 +164,7 @@ class RewardEvalResult(BaseModel):
     step_reward: list[list[float]] = []  # per episode, per step
     components: dict[str, list[float]] = {}  # per episode, mean per step
     component_thirds: dict[str, list[float]] = {}  # mean over each third of the episodes' steps
+    nonfinite: int = 0  # steps whose reward was NaN or infinite (zeroed above)
 
 
 class WarmResult(BaseModel):

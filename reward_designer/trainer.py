@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -18,21 +19,25 @@ from .schemas import FitnessSpec, Sim, TrainJob, WarmJob
 MAX_PROGRESS_BYTES = 8 * 1024 * 1024
 
 
-def read_progress(path: Path) -> list[dict]:
-    """The training log lines; written by a worker that ran untrusted code, so read and parsed defensively."""
+def _number(v) -> bool:
+    return isinstance(v, int) or (isinstance(v, float) and math.isfinite(v))
+
+
+def read_progress(path: Path, max_bytes: int = MAX_PROGRESS_BYTES) -> list[dict]:
+    """The training log's lines in its last ``max_bytes``, numbers only; written by a worker that ran
+    untrusted code, so read and parsed defensively (a cut first line fails to parse and is skipped)."""
     rows = []
     try:
-        text = read_output(path, MAX_PROGRESS_BYTES).decode(errors="replace")
+        text = read_output(path, max_bytes, tail=True).decode(errors="replace")
     except OSError:  # absent, or swapped for a link or a FIFO
         return rows
-    if text:
-        for line in text.splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict):
-                rows.append({k: v for k, v in row.items() if isinstance(v, (int, float))})
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append({k: v for k, v in row.items() if _number(v)})
     return rows
 
 
@@ -159,7 +164,7 @@ class Trainer:
             # before the first update too: a callback that raises stops the training (its worker is killed).
             if on_progress is not None and time.monotonic() - last[0] > 1.0:
                 last[0] = time.monotonic()
-                rows = read_progress(progress)
+                rows = read_progress(progress, 64 * 1024)  # the last line is all a progress bar needs
                 on_progress(int(rows[-1].get("global_step", 0)) if rows else 0)
 
         self.prepare()

@@ -95,10 +95,14 @@ class EpisodeMeter:
         self.count += 1
         if not done.any():  # most steps: no episode ends, and the masked copies below cost more than this
             return self.acc[:0]
-        finished = self.acc[done] / self.count[done] if self.aggregate == "mean" else self.acc[done].copy()
+        finished = self.current()[done]
         self.acc[done] = -np.inf if self.aggregate == "max" else 0.0
         self.count[done] = 0
         return finished
+
+    def current(self) -> np.ndarray:
+        """Each env's value for its episode so far."""
+        return self.acc / np.maximum(self.count, 1) if self.aggregate == "mean" else self.acc.copy()
 
 
 def fitness_values(fitness_fn, state, actions, n: int) -> np.ndarray:
@@ -132,11 +136,16 @@ class StepReward:
         if self.program is None:
             return None
         reward, components = check_output(self.program(state, actions), self.n)
-        for k, v in components.items():
-            if k not in self.component_meters:  # setdefault would build a meter every step
-                self.component_meters[k] = EpisodeMeter(self.n, "mean")
-                self.finished[f"component/{k}"] = []
-            ended = self.component_meters[k].step(v.cpu().numpy(), done)
+        for k in [k for k in components if k not in self.component_meters]:
+            if len(self.component_meters) == MAX_COMPONENTS:
+                raise ProgramError(f"at most {MAX_COMPONENTS} component names over a training")
+            self.component_meters[k] = EpisodeMeter(self.n, "mean")
+            self.finished[f"component/{k}"] = []
+        # Every meter steps on every call, so each stays in step with the episodes: a component
+        # the program leaves out on a step counts as 0 there.
+        for k, meter in self.component_meters.items():
+            v = components[k].cpu().numpy() if k in components else np.zeros(self.n)
+            ended = meter.step(v, done)
             if len(ended):
                 self.finished[f"component/{k}"].extend(ended)
         # A rare non-finite value is zeroed; a habit of them fails the candidate. One sum finds
@@ -145,7 +154,8 @@ class StepReward:
         if not math.isfinite(float(reward.sum())) and (bad := ~torch.isfinite(reward)).any():
             self.nonfinite += int(bad.sum())
             if self.nonfinite > max(100, 0.01 * self.values):
-                raise ProgramError("the reward was NaN or infinite on more than 1% of steps during training")
+                raise ProgramError("the reward was NaN or infinite on more than 1% of steps during training "
+                                   "(a value beyond float32's range is infinite)")
             reward = torch.nan_to_num(reward, nan=0.0, posinf=0.0, neginf=0.0)
         return reward.to(self.device)
 
@@ -343,6 +353,8 @@ def run_analyze(job: AnalyzeJob, workdir: Path) -> AnalyzeResult:
             fit = fitness_values(fitness_fn, state, torch.as_tensor(actions), n)
         except Exception as exc:  # noqa: BLE001
             return AnalyzeResult(ok=False, error="fitness: " + _error_text(exc))
+        if not np.isfinite(fit).all():
+            return AnalyzeResult(ok=False, error="fitness: the success check returned NaN or infinite values")
         done = out.terminated | out.truncated
         ended = meter.step(fit, done)
         ended_now = done & active
@@ -363,6 +375,8 @@ def run_analyze(job: AnalyzeJob, workdir: Path) -> AnalyzeResult:
         obs, prev = out.obs, sim.physics()
         if not active.any():
             break
+    # An episode still running after MAX_EPISODE_STEPS (no time limit, or a longer one) is cut here.
+    fitness[active] = meter.current()[active]
     sim.close()
     if job.record:
         np.savez(job.record, **{k: np.stack(v) for k, v in record.items()}, dt=np.float64(dt))
@@ -402,6 +416,10 @@ def run_reward_eval(job: RewardEvalJob, workdir: Path) -> RewardEvalResult:
                 comps.setdefault(k, np.zeros((steps, n)))[t] = v.numpy()
     except Exception as exc:  # noqa: BLE001
         return RewardEvalResult(ok=False, error=_error_text(exc))
+    # Zeroed, as training zeroes them (and JSON has no NaN); the count goes to the designer.
+    nonfinite = int((~np.isfinite(step_reward) & active).sum())
+    step_reward = np.nan_to_num(step_reward, nan=0.0, posinf=0.0, neginf=0.0)
+    comps = {k: np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0) for k, v in comps.items()}
 
     def per_episode_mean(x: np.ndarray) -> list[float]:
         return [float(x[active[:, i], i].mean()) for i in range(n)]
@@ -420,6 +438,7 @@ def run_reward_eval(job: RewardEvalJob, workdir: Path) -> RewardEvalResult:
         step_reward=[step_reward[active[:, i], i].tolist() for i in range(n)],
         components={k: per_episode_mean(v) for k, v in comps.items()},
         component_thirds={k: thirds(v) for k, v in comps.items()},
+        nonfinite=nonfinite,
     )
 
 

@@ -22,7 +22,7 @@ copies of the state, and fitness is measured by a worker that never loads it.
 
 from .layers import SandboxUnavailable, confine_forked, confine_self, doctor
 from .models import LAYERS, LayerStatus, Limits, Outcome
-from .runner import read_output, run_worker, sanitize_workdir
+from .runner import copy_output, read_output, run_worker, sanitize_workdir
 
 __all__ = [
     "LAYERS",
@@ -32,6 +32,7 @@ __all__ = [
     "SandboxUnavailable",
     "confine_forked",
     "confine_self",
+    "copy_output",
     "doctor",
     "read_output",
     "run_worker",

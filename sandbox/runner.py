@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -127,20 +128,40 @@ def sanitize_workdir(root: Path) -> list[str]:
     return removed
 
 
-def read_output(path: Path, max_bytes: int = 16 * 1024 * 1024) -> bytes:
-    """Read a file a worker wrote, safely: no links, no FIFOs, at most ``max_bytes``.
+def _open_output(path: Path):
+    """``path`` opened for reading, if it is a plain file a worker wrote; raises OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    f = os.fdopen(fd, "rb")
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        f.close()
+        raise OSError(f"{path} is not a plain file")
+    return f
+
+
+def read_output(path: Path, max_bytes: int = 16 * 1024 * 1024, tail: bool = False) -> bytes:
+    """Read a file a worker wrote, safely: no links, no FIFOs, at most ``max_bytes``
+    (its last ones with ``tail``).
 
     For reads *while* a worker runs (progress.jsonl), when ``sanitize_workdir``
     has not yet had its turn: a worker can swap the file for a link to a
     secret or for a FIFO at any moment. Raises OSError for anything but a
     plain file.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
-            raise OSError(f"{path} is not a plain file")
+    with _open_output(path) as f:
+        if tail:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - max_bytes))
         return f.read(max_bytes)
+
+
+def copy_output(src: Path, dst: Path) -> None:
+    """Copy a file a worker wrote to ``dst``, through no links at either end (a worker killed with
+    its parent leaves its folder unsanitized; ``dst`` may be in such a folder too)."""
+    with _open_output(src) as f:
+        Path(dst).unlink(missing_ok=True)
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(f, out)
 
 
 def _hand_over(root: Path) -> None:
@@ -263,6 +284,8 @@ def run_worker(
         for t in tails:
             t.join(timeout=5)
         status_reader.join(timeout=5)
+        if not plan.bwrap:  # bubblewrap's /tmp goes with its namespace; this one would stay in the folder
+            shutil.rmtree(tmpdir, ignore_errors=True)
         sanitize_workdir(workdir)
 
     return _outcome(

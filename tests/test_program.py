@@ -21,6 +21,15 @@ def test_helper_block_used_by_the_entry_is_kept_in_front():
     assert code.index("def speed") < code.index("def compute_reward")
 
 
+def test_the_blocks_a_kept_helper_needs_are_kept_too():
+    consts = "import torch\nSCALE: float = 5.0\nLOW, HIGH = -1.0, 1.0\n"
+    helper = "def upright(angle):\n    return torch.exp(-SCALE * angle.abs()).clamp(LOW, HIGH)\n"
+    main = "def compute_reward(state, action):\n    r = upright(state.qpos[:, 1])\n    return r, {'r': r}\n"
+    unused = "def plot(x):\n    return x\n"
+    reply = f"```python\n{consts}```\n```python\n{unused}```\n```python\n{helper}```\n```python\n{main}```"
+    assert extract_code(reply) == f"{consts}\n\n{helper}\n\n{main}"
+
+
 def test_unused_helper_block_is_left_out():
     reply = f"```python\nimport os\nx = 1\n```\n```python\n{BODY}```"
     assert extract_code(reply) == BODY

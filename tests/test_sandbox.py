@@ -23,6 +23,7 @@ from reward_designer.sandbox import (
     LAYERS,
     Limits,
     SandboxUnavailable,
+    copy_output,
     doctor,
     read_output,
     run_worker,
@@ -105,6 +106,30 @@ def test_read_output_refuses_links_and_fifos(tmp_path):
     for name in ("link", "fifo"):
         with pytest.raises(OSError):
             read_output(tmp_path / name)
+
+
+def test_read_output_tail_gives_the_last_bytes(tmp_path):
+    (tmp_path / "progress.jsonl").write_text("abcdefghij")
+    assert read_output(tmp_path / "progress.jsonl", max_bytes=3, tail=True) == b"hij"
+    assert read_output(tmp_path / "progress.jsonl", max_bytes=30, tail=True) == b"abcdefghij"
+
+
+def test_copy_output_goes_through_no_link_at_either_end(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("secret")
+    worker = tmp_path / "worker"
+    worker.mkdir()
+    (worker / "policy.npz").symlink_to(secret)
+    with pytest.raises(OSError):
+        copy_output(worker / "policy.npz", tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
+    # A link planted where the copy goes is replaced, not written through.
+    (worker / "policy.npz").unlink()
+    (worker / "policy.npz").write_text("weights")
+    (worker / "dst").symlink_to(secret)
+    copy_output(worker / "policy.npz", worker / "dst")
+    assert (worker / "dst").read_text() == "weights" and not (worker / "dst").is_symlink()
+    assert secret.read_text() == "secret"
 
 
 def test_exit_code_output_and_layers(tmp_path, monkeypatch):
