@@ -11,6 +11,7 @@ is how reward hacking shows).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from pydantic import BaseModel
@@ -88,8 +89,10 @@ class Analyzer:
         self.require_sandbox = require_sandbox
 
     def analyze(self, code: str | None, policy: Path, workdir: Path, train_log: Path | None = None,
-                tag: str = "") -> Analysis:
-        """``tag``: where in a run the LLM is asked for feedback (see ``LLMClient.complete``)."""
+                tag: str = "", stop: Callable[[], None] | None = None) -> Analysis:
+        """``tag``: where in a run the LLM is asked for feedback (see ``LLMClient.complete``).
+        ``stop`` is called while the workers run and before the LLM call; if it raises, the worker
+        is killed (no LLM call is made) and the exception goes on."""
         # Each worker sees only its own folder: the inputs are copied in. Paths are
         # absolute because a worker runs in its own folder.
         workdir = workdir.resolve()
@@ -100,7 +103,7 @@ class Analyzer:
             AnalyzeJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed,
                        policy=str(rollout_dir / "policy.npz"), fitness=self.fitness, episodes=self.episodes,
                        record=str(rollout_dir / "trajectories.npz")),
-            rollout_dir, self.limits, require_sandbox=self.require_sandbox,
+            rollout_dir, self.limits, poll=stop, require_sandbox=self.require_sandbox,
         )
         if not rollout.ok:
             return Analysis(ok=False, error=rollout.problem or rollout.result.error)
@@ -113,16 +116,18 @@ class Analyzer:
             training_curve=thin(read_progress(train_log)) if train_log else [],
         )
         if code is not None:
-            self._reflect(analysis, code, eps, workdir)
+            self._reflect(analysis, code, eps, workdir, stop)
         analysis.reflection = templates.render("reflection.j2", a=analysis)
         if self.llm is not None and self.task is not None and code is not None:
+            if stop is not None:
+                stop()
             chat = [{"role": "user", "content": templates.render(
                 "analyzer.j2", task=self.task, code=code, episodes=analysis.episodes, reflection=analysis.reflection)}]
             analysis.feedback = self.llm.complete(chat, n=1, purpose="analyze", temperature=0.3,
                                                tag=tag)[0].text.strip()
         return analysis
 
-    def _reflect(self, analysis: Analysis, code: str, eps, workdir: Path) -> None:
+    def _reflect(self, analysis: Analysis, code: str, eps, workdir: Path, stop: Callable[[], None] | None) -> None:
         """The program's own view of the rollouts: its components and how its reward tracks the fitness."""
         eval_dir = workdir / "reward_eval"
         eval_dir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +135,7 @@ class Analyzer:
         out = run_job(
             RewardEvalJob(env_id=self.env_id, env_kwargs=self.env_kwargs, code=code,
                           trajectories=str(eval_dir / "trajectories.npz")),
-            eval_dir, self.limits, require_sandbox=self.require_sandbox,
+            eval_dir, self.limits, poll=stop, require_sandbox=self.require_sandbox,
         )
         if not out.ok:
             analysis.error = "the reward program failed on the evaluation rollouts: " + (

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import string
 from pathlib import Path
 from typing import Literal
 
@@ -108,7 +107,7 @@ class Critic:
 
 
 class Verdict(BaseModel):
-    """The reviewer's reply; only "fail" rejects, any other word passes (the review is advisory)."""
+    """The reviewer's reply; only a fail (or reject) rejects, any other word passes (the review is advisory)."""
 
     verdict: str
     issues: list[str] = []
@@ -116,8 +115,9 @@ class Verdict(BaseModel):
     @field_validator("verdict", mode="before")
     @classmethod
     def _word(cls, v: object) -> str:
-        # "FAIL." and " Fail" mean fail.
-        return str(v).casefold().strip(string.punctuation + string.whitespace)
+        # Its first word: "FAIL.", "Fail: wrong sign", "failed" and "reject" mean fail.
+        word = re.match(r"\W*([a-z]*)", str(v).casefold()).group(1)
+        return "fail" if word in ("fail", "failed", "failure", "reject", "rejected") else word
 
     @field_validator("issues", mode="before")
     @classmethod

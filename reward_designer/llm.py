@@ -122,9 +122,10 @@ def cache_key(model: str, messages: list[dict], n: int, temperature: float, purp
 
 
 def _log_entries(path: Path) -> list[dict]:
-    """The entries of a call log (none if there is no log yet)."""
+    """The entries of a call log (none if there is no log yet). A line a kill tore (cut mid-write,
+    perhaps mid-character) is skipped: it is the one call whose reply was never used."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_bytes().splitlines()
     except FileNotFoundError:
         return []
     except OSError as e:
@@ -134,12 +135,18 @@ def _log_entries(path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            entries.append(json.loads(line))
+            entry = json.loads(line.decode("utf-8", errors="replace"))
         except ValueError:
-            if i == len(lines):
-                break  # a run killed mid-write leaves a torn last line
-            raise LLMError(f"call log {path} line {i} is not JSON") from None
+            log.debug("call log %s: line %d is not JSON (torn by a kill?); skipped", path, i)
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
     return entries
+
+
+def _utf8(text: str) -> str:
+    """``text`` without lone surrogates (a JSON reply's unpaired ``\\ud83d``), which cannot be written."""
+    return text.encode("utf-8", errors="replace").decode("utf-8")
 
 
 def _served(entries: list[dict]) -> dict[str, list[str]]:
@@ -183,11 +190,26 @@ class _CachedCalls:
         entry = dict(purpose=purpose, tag=tag, model=self.model, messages=messages, n=n, temperature=temperature,
                      key=key)
         hit = _cache_read(self.cache_dir, key)
+        if hit is None and self.cache_dir is not None:
+            hit = self._logged(key, n)
         if hit is not None:
             with self._lock:
                 self.usage.cache_hits += 1
             self._log.write(_log_entry(**entry, completions=hit, seconds=0.0, cached=True, requests=0))
         return entry, hit
+
+
+    def _logged(self, key: str, n: int) -> list[Completion] | None:
+        """The reply a fresh call with this key got, from the call log: it is logged before it is
+        cached, so a kill between the two leaves it only there. Restored to the cache."""
+        for entry in reversed(_log_entries(self._log.path) if self._log.path else []):
+            texts = entry.get("completions")
+            if (entry.get("key") == key and not entry.get("cached") and not entry.get("error")
+                    and isinstance(texts, list) and len(texts) == n):
+                out = [Completion(text=str(t), model=self.model) for t in texts]
+                _cache_write(self.cache_dir, key, self.model, str(entry.get("purpose")), out)
+                return [c.model_copy(update={"cached": True}) for c in out]
+        return None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -212,6 +234,7 @@ class _CallLog:
     def __init__(self, path: Path | None):
         self.path = Path(path) if path else None
         self._lock = threading.Lock()
+        self._checked_end = False
 
     def write(self, entry: dict) -> None:
         if self.path is None:
@@ -219,9 +242,19 @@ class _CallLog:
         line = json.dumps(entry, ensure_ascii=False, default=str) + "\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line)
+            with open(self.path, "ab") as f:
+                if not self._checked_end:  # a line torn by an earlier kill gets its own line end
+                    self._checked_end = True
+                    if f.tell() and not _ends_with_newline(self.path):
+                        line = "\n" + line
+                f.write(line.encode("utf-8"))
                 f.flush()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def _log_entry(*, purpose, model, messages, n, temperature, completions, seconds, cached, requests, key=None, error=None,
@@ -435,14 +468,15 @@ class LLMClient(_CachedCalls):
                 if not got:
                     raise LLMError(f"{self.model} returned no choices")
                 out.extend(got[: n - len(out)])
-        except LLMError as e:
+        except BaseException as e:  # a Ctrl-C too: the samples already paid for stay counted
             self._log.write(_log_entry(**entry, completions=out, seconds=time.monotonic() - start, cached=False,
-                                       requests=requests, error=str(e)))
+                                       requests=requests, error=str(e) or type(e).__name__))
             raise
 
-        _cache_write(self.cache_dir, entry["key"], self.model, purpose, out)
+        # The log first: a kill between the two leaves a logged reply that _lookup still finds.
         self._log.write(_log_entry(**entry, completions=out, seconds=time.monotonic() - start, cached=False,
                                    requests=requests))
+        _cache_write(self.cache_dir, entry["key"], self.model, purpose, out)
         return out
 
     def _request(self, messages: list[dict], n: int, temperature: float, deadline: float) -> list[Completion]:
@@ -533,6 +567,7 @@ class LLMClient(_CachedCalls):
         out = []
         for i, choice in enumerate(response.choices or []):
             text = getattr(getattr(choice, "message", None), "content", None) or ""
+            text = _utf8(text) if isinstance(text, str) else text  # not a str: Completion refuses it
             first = i == 0
             out.append(Completion(text=text, prompt_tokens=pt if first else 0, completion_tokens=ct if first else 0,
                                   cost_usd=cost if first else (None if cost is None else 0.0), model=model))
@@ -564,7 +599,7 @@ class ReplayClient(_CachedCalls):
     def __init__(self, replies: dict[str, list[str]], *, log_path: Path | None = None, cache_dir: Path | None = None,
                  model: str = "replay"):
         self.model = model
-        self._queues = {str(p): deque(str(t) for t in texts) for p, texts in replies.items()}
+        self._queues = {str(p): deque(_utf8(str(t)) for t in texts) for p, texts in replies.items()}
         for purpose, texts in (_served(_log_entries(log_path)) if log_path else {}).items():
             for _ in range(min(len(texts), len(self._queues.get(purpose, ())))):
                 self._queues[purpose].popleft()
@@ -614,8 +649,8 @@ class ReplayClient(_CachedCalls):
             texts = [queue.popleft() for _ in range(n)]
             self.usage.calls += 1
         out = [Completion(text=t, cost_usd=0.0, model=self.model) for t in texts]
-        _cache_write(self.cache_dir, entry["key"], self.model, purpose, out)
         self._log.write(_log_entry(**entry, completions=out, seconds=0.0, cached=False, requests=1))
+        _cache_write(self.cache_dir, entry["key"], self.model, purpose, out)
         return out
 
     def remaining(self) -> dict[str, int]:

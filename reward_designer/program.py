@@ -62,7 +62,9 @@ def extract_code(reply: str, entry: str = ENTRY) -> str | None:
         if not main:
             return None
         code = main[-1]
-        helpers = [b for b in blocks if b is not code and not _defines(b, entry) and _parses(b)]
+        # A block that calls the entry is a usage example, not a helper.
+        helpers = [b for b in blocks if b is not code and not _defines(b, entry) and _parses(b)
+                   and entry not in _names_used(b)]
         # Kept: the helpers the entry block uses, the ones those use, and so on.
         used, needed = _names_used(code), set()
         while grown := [i for i, h in enumerate(helpers) if i not in needed and _top_level_names(h) & used]:
@@ -72,11 +74,14 @@ def extract_code(reply: str, entry: str = ENTRY) -> str | None:
         return ("\n\n".join([h for i, h in enumerate(helpers) if i in needed] + [code])).strip() + "\n"
     if not _defines(reply, entry):
         return None
-    # Bare code: from the first line that looks like code to the last that does.
+    # Bare code: from the first line that looks like code to the last that does. Only cuts before
+    # an unindented line, the last 200 of them: each try parses the whole prefix, and a reply that
+    # ran to the token limit can be thousands of lines.
     lines = reply.splitlines()
     start = next((i for i, ln in enumerate(lines) if _CODE_START.match(ln)), 0)
     body = lines[start:]
-    for end in range(len(body), 0, -1):
+    ends = [end for end in range(len(body), 0, -1) if end == len(body) or not body[end][:1].isspace()][:200]
+    for end in ends:
         candidate = "\n".join(body[:end])
         if _parses(candidate) and _defines(candidate, entry):
             return candidate.strip() + "\n"
@@ -97,11 +102,20 @@ def _top_level_names(code: str) -> set[str]:
 
 
 def _names_used(code: str) -> set[str]:
+    """The names ``code`` reads but does not bind itself (a function's locals and arguments are its own)."""
     try:
         tree = ast.parse(code)
     except SyntaxError:
         return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", code))
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    read, bound = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+    return read - bound
 
 
 def fitness_aggregate(code: str, default: str = "sum") -> str:

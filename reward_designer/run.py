@@ -290,8 +290,7 @@ class Run:
             return rec
 
         def progress(task, step: int) -> None:
-            if self._stop.is_set():  # raised in the training's poll: its worker is killed
-                raise RunError("stopped")
+            self._check_stop()  # raised in the training's poll: its worker is killed
             bars.update(task, completed=step)
 
         with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
@@ -301,6 +300,10 @@ class Run:
             except BaseException:
                 self._stop.set()  # before the pool waits for the other trainings to end
                 raise
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise RunError("stopped")
 
     def _criticize(self, cand: Path, code: str | None, designer: Designer) -> tuple[str | None, CriticReport, int]:
         """Check a program; a rejected one goes back to the designer with the findings, a bounded number of times."""
@@ -335,13 +338,12 @@ class Run:
                 rec.error = out.problem or out.result.error
                 return rec
             result = out.result
-        if self._stop.is_set():
-            raise RunError("stopped")  # no analysis (an LLM call) for a run that is stopping
+        self._check_stop()  # no analysis (an LLM call) for a run that is stopping
         rec.steps_per_second, rec.train_seconds = result.steps_per_second, result.seconds
         analysis = self._analysis(rec)
         if analysis is None:
             analysis = self._analyzer.analyze(code, train_dir / "policy.npz", cand, train_dir / "progress.jsonl",
-                                              tag=rec.name)
+                                              tag=rec.name, stop=self._check_stop)
             _write(cand / "analysis.json", analysis.model_dump_json(indent=1))
         if not analysis.ok:
             rec.status, rec.error = "failed", analysis.error

@@ -127,7 +127,11 @@ def test_llm_review_verdicts():
     ('{"verdict": " Fail! ", "issues": ["wrong sign", null, " "]}', "fail", ["wrong sign"]),
     ('{"verdict": "fail", "issues": ["wrong sign"]}\nIt uses {forward} twice.', "fail", ["wrong sign"]),
     ('It reads {x}. {"verdict": "fail", "issues": ["wrong sign"]}', "fail", ["wrong sign"]),
+    ('{"verdict": "FAIL: wrong sign", "issues": []}', "fail", []),
+    ('{"verdict": "failed", "issues": ["wrong sign"]}', "fail", ["wrong sign"]),
+    ('{"verdict": "Reject", "issues": ["wrong sign"]}', "fail", ["wrong sign"]),
     ('{"verdict": "PASS", "issues": null}', "pass", []),
+    ('{"verdict": "passes, but see issues", "issues": ["scale"]}', "passes", ["scale"]),
     ('{"verdict": "fail", "issues": {"sign": 1}}', "pass", []),  # unreadable: advisory, so a pass
     ('{"verdict": "fail", "issues": [', "pass", []),
 ])

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from reward_designer.llm import Completion, LLMClient, LLMError, ReplayClient, make_client
+from reward_designer.llm import Completion, LLMClient, LLMError, ReplayClient, Usage, make_client
 try:  # tests/ is on sys.path under pytest's default (prepend) import mode
     from fake_openai import FakeOpenAI
 except ImportError:  # tests/ imported as a package
@@ -228,6 +228,65 @@ def test_call_log_and_replay_from_log(tmp_path):
     assert [x.text for x in replay.complete([], purpose="design")] == [d2[0].text]
     with pytest.raises(LLMError, match="no more replies"):
         replay.complete([], purpose="design")
+
+
+def test_a_line_torn_by_a_kill_is_skipped_and_ended_before_the_next(tmp_path):
+    log_path, cache = tmp_path / "calls.jsonl", tmp_path / "cache"
+    with FakeOpenAI(["première", "second"]) as server:
+        client(server, cache_dir=cache, log_path=log_path).complete(MSGS, tag="a")
+        whole = log_path.read_bytes()
+        log_path.write_bytes(whole + whole[: whole.index("è".encode()) + 1])  # cut inside a character
+        c = client(server, cache_dir=cache, log_path=log_path)
+        assert c.complete(MSGS, tag="a")[0].cached  # the whole line still answers from the cache
+        c.complete(MSGS, tag="b")
+    lines = log_path.read_bytes().splitlines()
+    assert len(lines) == 4 and lines[1].startswith(b'{"time"') and not lines[1].endswith(b"}")
+    entries = [json.loads(ln) for ln in lines[2:]]
+    assert [(e["tag"], e["cached"], e["completions"]) for e in entries] == [("a", True, ["première"]),
+                                                                            ("b", False, ["second"])]
+    assert Usage.from_log(log_path).calls == 2  # the torn line is skipped
+
+
+def test_an_interrupted_call_keeps_the_samples_it_paid_for(tmp_path, monkeypatch):
+    log_path = tmp_path / "calls.jsonl"
+    with FakeOpenAI() as server:
+        c = client(server, model="mistral/mistral-small", log_path=log_path)  # one request per sample
+        real, calls = c._request, [0]
+
+        def request(*args):
+            calls[0] += 1
+            if calls[0] == 2:
+                raise KeyboardInterrupt  # Ctrl-C while the second sample is asked for
+            return real(*args)
+
+        monkeypatch.setattr(c, "_request", request)
+        with pytest.raises(KeyboardInterrupt):
+            c.complete(MSGS, n=3)
+    entry = json.loads(log_path.read_text())
+    assert entry["error"] == "KeyboardInterrupt" and entry["requests"] == 1 and len(entry["completions"]) == 1
+    assert Usage.from_log(log_path).calls == 1 and Usage.from_log(log_path).prompt_tokens > 0
+
+
+def test_a_reply_with_a_lone_surrogate_is_logged_and_cached(tmp_path):
+    log_path, cache = tmp_path / "calls.jsonl", tmp_path / "cache"
+    with FakeOpenAI(["smile \ud83d done"]) as server:  # a JSON escape of half a character
+        out = client(server, cache_dir=cache, log_path=log_path).complete(MSGS)
+        assert out[0].text == "smile ? done"
+        assert client(server, cache_dir=cache).complete(MSGS)[0].cached
+    assert json.loads(log_path.read_text())["completions"] == ["smile ? done"]
+
+
+def test_a_reply_logged_but_not_cached_is_served_from_the_log(tmp_path):
+    """A kill between the log line and the cache file: the resumed call is not paid for twice."""
+    log_path, cache = tmp_path / "calls.jsonl", tmp_path / "cache"
+    with FakeOpenAI(["first", "second"]) as server:
+        first = client(server, cache_dir=cache, log_path=log_path).complete(MSGS, n=1, tag="x")
+        for f in cache.glob("*.json"):
+            f.unlink()
+        again = client(server, cache_dir=cache, log_path=log_path).complete(MSGS, n=1, tag="x")
+        assert len(server.chat_requests) == 1
+    assert again[0].cached and again[0].text == first[0].text == "first"
+    assert len(list(cache.glob("*.json"))) == 1  # put back
 
 
 def test_replay_from_yaml_and_exhaustion(tmp_path):

@@ -30,6 +30,25 @@ def test_the_blocks_a_kept_helper_needs_are_kept_too():
     assert extract_code(reply) == f"{consts}\n\n{helper}\n\n{main}"
 
 
+def test_a_usage_example_block_is_left_out():
+    main = ("def compute_reward(state, action):\n    reward = state.qvel[:, 0]\n"
+            "    return reward, {'reward': reward}\n")
+    example = "reward, components = compute_reward(state, action)\nprint(reward)\n"
+    assert extract_code(f"```python\n{main}```\nUse it like this:\n```python\n{example}```") == main
+
+
+def test_a_reply_cut_at_the_token_limit_is_not_parsed_once_per_line(monkeypatch):
+    import reward_designer.program as program
+
+    real, parses = program._parses, []
+    monkeypatch.setattr(program, "_parses", lambda code: parses.append(1) or real(code))
+    looping = "    w = torch.tensor([\n" + "        0.1, 0.2,\n" * 5000
+    reply = f"Here it is:\n\nimport torch\n{BODY}\ndef compute_weights():\n{looping}"
+    code = extract_code(reply)
+    assert code.startswith("import torch") and "def compute_weights" not in code
+    assert len(parses) <= 10  # cuts are tried only before unindented lines
+
+
 def test_unused_helper_block_is_left_out():
     reply = f"```python\nimport os\nx = 1\n```\n```python\n{BODY}```"
     assert extract_code(reply) == BODY

@@ -285,3 +285,27 @@ def test_a_fixed_reply_that_had_no_code_keeps_its_fix_count_on_resume(tmp_path):
     again = Run.open(tmp_path / "run").execute(quiet=True)
     assert first.candidates[0].status == "trained" and first.candidates[0].fixes == 1
     assert again.candidates[0].fixes == 1
+
+
+def test_ctrl_c_during_an_analysis_stops_its_worker_and_asks_no_llm(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import reward_designer.analyzer as analyzer
+
+    real_run_job, pressed = analyzer.run_job, []
+
+    def run_job(job, *args, **kwargs):
+        if job.kind == "analyze" and not pressed:
+            pressed.append(True)
+            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C as the rollout starts
+        return real_run_job(job, *args, **kwargs)
+
+    monkeypatch.setattr(analyzer, "run_job", run_job)
+    with pytest.raises(KeyboardInterrupt):
+        design(load_task("pendulum-upright"), tmp_path / "run", replay=replies(tmp_path, [GOOD]), samples=1, **CONFIG)
+    cand = tmp_path / "run" / "iter_01" / "cand_00"
+    purposes = [json.loads(line)["purpose"] for line in (tmp_path / "run" / "llm" / "calls.jsonl").read_text().splitlines()]
+    assert pressed and purposes == ["design"]  # no analysis call
+    assert not (cand / "analysis.json").exists() and not (cand / "rollout" / "result.json").exists()
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "stopped"

@@ -190,3 +190,12 @@ def test_a_rare_nan_reward_in_the_evaluation_is_zeroed_and_reported(tmp_path):
     assert analysis.reward_nonfinite == 1
     assert math.isfinite(analysis.reward_mean) and [c.name for c in analysis.components] == ["alive"]
     assert "NaN or infinite on 1 steps" in analysis.reflection
+
+
+def test_a_reward_that_fails_on_the_evaluation_is_reported_as_such_to_the_designer(tmp_path):
+    Policy(4, 1, [-3], [3]).save(tmp_path / "policy.npz")
+    code = "def compute_reward(state, action):\n    raise RuntimeError('boom')\n"
+    analysis = Analyzer("InvertedPendulum-v5", ONES, episodes=2).analyze(code, tmp_path / "policy.npz", tmp_path / "c")
+    assert analysis.ok and analysis.error.startswith("the reward program failed on the evaluation rollouts")
+    assert "RuntimeError: boom" in analysis.reflection
+    assert "reward per episode" not in analysis.reflection  # no made-up zeros
