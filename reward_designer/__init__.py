@@ -42,13 +42,27 @@ def __getattr__(name: str):
 def design(task, out: str | Path, *, quiet: bool = True, **config):
     """Run the design loop for ``task`` (a TaskSpec) into the folder ``out``; see RunConfig for ``config``.
 
-    If ``out`` already holds a run, it is resumed instead.
+    If ``out`` already holds a run of the same task and config, it is resumed instead; one of
+    another task or config is an error (``Run.open(out).execute()`` resumes it as it was).
+    The env and the LLM are checked before the folder is made.
     """
-    from .run import RUN_FILE, Run, RunConfig
+    from .llm import make_client
+    from .run import RUN_FILE, Run, RunConfig, RunError
+    from .trainer import check_trainable
 
-    out = Path(out)
-    run = Run.open(out) if (out / RUN_FILE).exists() else Run.create(out, RunConfig(task=task, **config))
-    return run.execute(quiet=quiet)
+    out, wanted = Path(out), RunConfig(task=task, **config)
+    if (out / RUN_FILE).exists():
+        run = Run.open(out)
+        if run.config != wanted:
+            raise RunError(f"{out} holds a run of another task or config; resume it with Run.open({str(out)!r})"
+                           ".execute(), or choose another folder")
+        return run.execute(quiet=quiet)
+    try:
+        check_trainable(task.env_id, task.env_kwargs)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    make_client(wanted.model, api_base=wanted.api_base, replay=wanted.replay).check_reachable()
+    return Run.create(out, wanted).execute(quiet=quiet)
 
 
 def check(code: str, env_id: str, workdir: str | Path, **critic_kwargs):

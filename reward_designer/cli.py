@@ -6,7 +6,9 @@ candidate survived (`design`, `resume`); 2 bad input or configuration.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -25,6 +27,22 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 out = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"reward-designer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass  # the app's help says what it does; this only holds the global options
 
 
 class Device(str, Enum):
@@ -83,7 +101,8 @@ def _check_env(env_id: str, env_kwargs: dict | None = None) -> None:
     try:
         gym.spec(env_id)
     except Exception:  # noqa: BLE001 - gymnasium raises several kinds for an unknown id
-        raise BadInput(f"unknown environment id {env_id!r} (not registered with gymnasium)") from None
+        if ":" not in env_id:  # "module:EnvId" is registered by gym.make, which imports the module
+            raise BadInput(f"unknown environment id {env_id!r} (not registered with gymnasium)") from None
     try:
         check_trainable(env_id, env_kwargs)
     except ValueError as exc:
@@ -105,6 +124,8 @@ def _read_python(path: Path, what: str) -> str:
 
 
 def _fitness_file(path: Path | None):
+    from pydantic import ValidationError
+
     from .program import fitness_from_code
 
     if path is None:
@@ -112,7 +133,10 @@ def _fitness_file(path: Path | None):
     code = _read_python(path, "fitness file")
     if "def compute_fitness" not in code:
         raise BadInput(f"{path} defines no compute_fitness(state, action)")
-    return fitness_from_code(code, "file", f"from {path}")
+    try:
+        return fitness_from_code(code, "file", f"from {path}")
+    except ValidationError as exc:  # an AGGREGATE it does not know
+        raise BadInput(f"{path}: AGGREGATE: {exc.errors()[0]['msg']}") from None
 
 
 def _guard(fn):
@@ -149,7 +173,7 @@ def design(
     samples: Annotated[int, typer.Option(min=1, help="Reward programs asked of the LLM per round.")] = 4,
     train_steps: Annotated[Optional[int], typer.Option(min=1, help="PPO env steps per candidate, in whole PPO batches (rounded down, at least one). Default: the task card's, else 1000000.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder. Default: runs/<task name>.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for training and evaluation.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for training and the critic's probe (the evaluation episodes are the same for every run).")] = 0,
     device: Annotated[Device, typer.Option(help="Where policies and rewards run.")] = Device.auto,
     sim: Annotated[Sim, typer.Option(help=SIM_HELP)] = Sim.mujoco,
     workers: Annotated[int, typer.Option(min=1, help="Candidates trained at once.")] = 1,
@@ -176,7 +200,9 @@ def design(
             raise BadInput("give a task card, or both --env and --task")
         if not task.strip():
             raise BadInput("--task is empty: say what the policy should do")
-        spec = TaskSpec(name=env.lower().split("-v")[0] + "-custom", env_id=env, description=task)
+        # Named for the env and the task's text: another task on the same env gets its own folder.
+        digest = hashlib.sha256(task.strip().encode()).hexdigest()[:6]
+        spec = TaskSpec(name=f"{env.lower().split(':')[-1].split('-v')[0]}-{digest}", env_id=env, description=task)
     _check_env(spec.env_id, spec.env_kwargs)
     if fitness is not None:
         spec = spec.model_copy(update={"fitness": _fitness_file(fitness)})
@@ -210,10 +236,16 @@ def resume(
 
     run = Run.open(run_dir, console=err)
     _require_sandbox(run.config.require_sandbox)
+    # What design checked, again: this may be another machine, or the env may have changed.
+    _check_env(run.config.task.env_id, run.config.task.env_kwargs)
+    if run.config.device.startswith("cuda"):
+        _device(Device.cuda)
     _execute(run, quiet)
 
 
 def _execute(run, quiet: bool) -> None:
+    # A SIGTERM (a scheduler, docker stop, timeout) stops the run as Ctrl-C does: saved as stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         record = run.execute(quiet=quiet)
     except KeyboardInterrupt:
@@ -298,6 +330,7 @@ def train(
 
     from .analyzer import Analyzer
     from .critic import Critic
+    from .program import FITNESS_ENTRY
     from .trainer import Trainer
 
     code = _read_python(file, "reward file")
@@ -305,6 +338,15 @@ def train(
     spec = _fitness_file(fitness)
     dev = _device(device)
     simulator = _sim(sim, dev)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"--out {out}: {exc.strerror or exc}") from None
+    (out / "analysis.json").unlink(missing_ok=True)  # an earlier train's, about another policy
+    if spec is not None:
+        checked = Critic(env, seed=seed).check(spec.code, out / "fitness_check", entry=FITNESS_ENTRY)
+        if not checked.ok:
+            raise BadInput(f"--fitness {fitness}: unusable: " + checked.summary()[:300])
     report = Critic(env, seed=seed).check(code, out / "probe")
     if not report.ok:
         err.print(f"{file}: rejected by the critic at {report.stage}", markup=False)

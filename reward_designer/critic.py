@@ -33,6 +33,10 @@ class CriticReport(BaseModel):
     sandbox: Outcome | None = None
     review: str = ""  # the LLM reviewer's raw verdict, when asked
 
+    def summary(self) -> str:
+        """The findings on one line: each one's last line (a traceback's is the error itself)."""
+        return "; ".join(f.strip().splitlines()[-1] for f in self.findings if f.strip())
+
 
 def probe_findings(p: ProbeResult, entry: str = ENTRY) -> list[str]:
     """What is wrong with a program by what it returned on real states.

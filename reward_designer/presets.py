@@ -34,9 +34,8 @@ setting tried and what it got.
   and epochs, so it makes the same updates in a budget, but collects the batch
   in rollouts of ``WARP_STEPS`` steps over batch / ``WARP_STEPS`` worlds (128 for
   HalfCheetah, 256 for Hopper). Measured at 1M steps on Warp's CPU backend
-  (same physics as on a GPU), medians of seeds 0-2: HalfCheetah 6195 (6144 on
-  the CPU preset then, 6296 now that each minibatch's KL sizes its own step) and
-  Hopper 3220 (3482). rsl_rl's shape (1024 worlds x 16 steps, 4 minibatches, 5
+  (same physics as on a GPU), medians of seeds 0-2: HalfCheetah 6036 (the CPU
+  preset: 6296) and Hopper 3220 (3482). rsl_rl's shape (1024 worlds x 16 steps, 4 minibatches, 5
   epochs: 61 updates) got 4431-4614 on HalfCheetah and
   1061 on Hopper (439 with the step size following the KL). More worlds pay off
   with larger budgets: override ``num_envs`` and ``num_steps`` for those.

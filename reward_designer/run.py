@@ -8,6 +8,7 @@ cached under its place in the run) and no finished or failed training is
 redone; a training killed half-way starts over.
 
     RUN/run.json                  config, status, candidates, best, tokens and cost
+    RUN/.lock                     held by the process running the loop (one at a time)
     RUN/envcard.py, fitness.py    what the designer read; the hidden measure (for review)
     RUN/llm/cache/, calls.jsonl   every LLM reply
     RUN/iter_01/prompt.md         the designer's prompt of that round
@@ -19,7 +20,10 @@ redone; a training killed half-way starts over.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
+import os
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -38,12 +42,13 @@ from .envcard import EnvCard
 from .jobs import read_result
 from .sandbox import copy_output
 from .llm import Usage, make_client
-from .program import FITNESS_ENTRY, NO_CODE, extract_code, fitness_from_code
+from .program import FITNESS_ENTRY, NO_CODE, extract_code, fitness_aggregate, fitness_from_code
 from .schemas import FitnessSpec, Sim, TaskSpec, TrainResult
 from .templates import render
 from .trainer import Trainer
 
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"  # held (flock) while a process runs the loop
 
 
 class RunError(Exception):
@@ -138,7 +143,10 @@ class Run:
         if (folder / RUN_FILE).exists():
             raise RunError(f"{folder} already holds a run; continue it with `reward-designer resume {folder}`")
         run = cls(folder, RunRecord(config=config, created=_now()), console)
-        run.save()
+        try:
+            run.save()
+        except OSError as exc:
+            raise RunError(f"cannot create the run folder {folder}: {exc.strerror or exc}") from None
         return run
 
     @classmethod
@@ -147,9 +155,11 @@ class Run:
         if not path.is_file():
             raise RunError(f"no run in {folder} (no {RUN_FILE})")
         try:
-            record = RunRecord.model_validate_json(path.read_text())
+            record = RunRecord.model_validate_json(path.read_bytes())
         except ValidationError as exc:
             raise RunError(f"{path} is damaged: {str(exc).splitlines()[0]}") from None
+        except OSError as exc:
+            raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
         return cls(folder, record, console)
 
     @property
@@ -165,6 +175,25 @@ class Run:
     def execute(self, quiet: bool = False) -> RunRecord:
         """Run (or go on with) the loop. An interruption or an LLM error leaves the run "stopped",
         its record saved, and is raised on: ``Run.open(folder).execute()`` continues it."""
+        with self._exclusive():
+            return self._execute(quiet)
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """The run folder to this process alone: two sessions of one run would pay for the same LLM
+        calls and write over each other's files. The lock goes with the process, however it ends."""
+        with open(self.folder / LOCK_FILE, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                raise RunError(f"{self.folder} is in use by another process (pid {f.read().strip() or '?'})") from None
+            f.truncate(0)
+            f.write(str(os.getpid()))
+            f.flush()
+            yield
+
+    def _execute(self, quiet: bool) -> RunRecord:
         self.record.status, self.record.error = "running", ""
         # What earlier sessions spent, from the call log: their last saved totals can miss the
         # calls made after the last candidate was recorded.
@@ -227,8 +256,16 @@ class Run:
     def _fitness(self, llm, designer: Designer) -> FitnessSpec:
         """The task's hidden measure: the card's, else one sparse check asked of the LLM once."""
         if self.record.fitness is None:
-            fitness = self.config.task.fitness or self._fitness_from_llm(llm, designer)
-            _write(self.folder / "fitness.py", fitness.code)
+            fitness = self.config.task.fitness
+            if fitness is None:
+                fitness = self._fitness_from_llm(llm, designer)
+            elif not (report := self._check_fitness(fitness.code, self.folder / "fitness_check")).ok:
+                # Before any LLM call: with a broken measure every candidate would fail after training.
+                raise RunError("the task's success check (compute_fitness) is unusable: " + report.summary()[:300])
+            code = fitness.code
+            if fitness_aggregate(code, "") != fitness.aggregate:  # a card's aggregate: so the file scores alike
+                code = f'AGGREGATE = "{fitness.aggregate}"\n\n' + code
+            _write(self.folder / "fitness.py", code)
             self.record.fitness = fitness
             self.save()
         return self.record.fitness
@@ -241,7 +278,7 @@ class Run:
             code = designer.fix(code, report.findings, entry=FITNESS_ENTRY, tag="fitness")
             report = self._check_fitness(code, self.folder / "fitness_check")
         if not report.ok:
-            raise RunError("the LLM's success check for this task is unusable: " + "; ".join(report.findings)[:300]
+            raise RunError("the LLM's success check for this task is unusable: " + report.summary()[:300]
                            + " (pass one with --fitness FILE)")
         self.console.print(f"[yellow]The task's success check was written by the LLM; review it: "
                            f"{self.folder / 'fitness.py'}[/]")
@@ -407,6 +444,6 @@ class Run:
                 "" if c.fitness is None else f"{c.fitness:.3f}",
                 "" if c.correlation is None else f"{c.correlation:.2f}",
                 "" if c.steps_per_second is None else f"{c.steps_per_second:.0f}",
-                (c.error or "; ".join(c.findings))[:80],
+                (c.error.strip().splitlines()[-1] if c.error.strip() else "; ".join(c.findings))[:80],
             )
         return table

@@ -56,7 +56,11 @@ def _check_trainable(env_id: str, env_kwargs_json: str) -> None:
 
     from .ppo import check_spaces
 
-    env = gym.make(env_id, **json.loads(env_kwargs_json))
+    try:
+        env = gym.make(env_id, **json.loads(env_kwargs_json))
+    except Exception as exc:  # noqa: BLE001 - a bad kwarg, a missing dependency, a broken asset: say which
+        raise ValueError(f"{env_id}: cannot make it: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                         .rstrip(": ")) from None
     try:
         check_spaces(env.observation_space, env.action_space)
     except ValueError as exc:

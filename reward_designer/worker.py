@@ -216,7 +216,11 @@ def run_probe(job: ProbeJob, workdir: Path) -> ProbeResult:
             fitness_fn = fn
 
             def fn(state, action):
-                return torch.as_tensor(fitness_fn(state, action)).float(), {}
+                value = torch.as_tensor(fitness_fn(state, action)).float()
+                if tuple(value.shape) != (n,):
+                    raise ProgramError(f"compute_fitness must return one value per env, shape [{n}], "
+                                       f"got {list(value.shape)}")
+                return value, {}
 
         rewards, comps, gaps, seconds = [], {}, [], 0.0
         for before, now, actions in transitions:

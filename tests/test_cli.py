@@ -140,3 +140,67 @@ def test_env_our_ppo_cannot_act_in(tmp_path):
     one_line_exit_2(run("check", str(reward), "--env", "FrozenLake-v1"), "FrozenLake-v1", "Box observations")
     one_line_exit_2(run("train", str(reward), "--env", "CartPole-v1", "--out", str(out)), "CartPole-v1", "Discrete(2)")
     assert not out.exists()
+
+
+PEND_REWARD = "def compute_reward(state, action):\n    r = state.obs[:, 0]\n    return r, {'r': r}\n"
+DEMO_REPLIES = str(ROOT / "examples" / "demo" / "replies.yaml")
+
+
+def test_a_broken_success_check_is_refused_before_any_llm_call_or_training(tmp_path):
+    card = tmp_path / "card.yaml"
+    card.write_text("name: x\nenv_id: Pendulum-v1\ndescription: swing up\nfitness:\n  code: |\n"
+                    "    def compute_fitness(state, action):\n        return state.body('nope').pos[:, 0]\n")
+    proc = run("design", str(card), "--replay", DEMO_REPLIES, "--out", str(tmp_path / "r"))
+    one_line_exit_2(proc, "success check", "unusable", "no body named 'nope'")
+    calls = tmp_path / "r" / "llm" / "calls.jsonl"
+    assert not calls.exists() or not calls.read_text().strip()
+    assert not list((tmp_path / "r").glob("iter_*"))
+
+    reward = tmp_path / "reward.py"
+    reward.write_text(PEND_REWARD)
+    scalar = tmp_path / "scalar.py"
+    scalar.write_text("def compute_fitness(state, action):\n    return 1.0\n")
+    proc = run("train", str(reward), "--env", "Pendulum-v1", "--fitness", str(scalar), "--out", str(tmp_path / "t"))
+    one_line_exit_2(proc, "--fitness", "one value per env")
+    assert not (tmp_path / "t" / "train").exists()
+    median = tmp_path / "median.py"
+    median.write_text('AGGREGATE = "median"\ndef compute_fitness(state, action):\n    return state.obs[:, 0]\n')
+    one_line_exit_2(run("train", str(reward), "--env", "Pendulum-v1", "--fitness", str(median)), "AGGREGATE", "'mean'")
+
+
+def test_env_that_cannot_be_made_and_unusable_out_folders(tmp_path):
+    card = tmp_path / "card.yaml"
+    card.write_text("name: x\nenv_id: Pendulum-v1\ndescription: swing up\nenv_kwargs: {nonsense_kwarg: 3}\n")
+    one_line_exit_2(run("design", str(card), "--replay", DEMO_REPLIES, "--out", str(tmp_path / "r")),
+                    "Pendulum-v1", "cannot make it", "nonsense_kwarg")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    one_line_exit_2(run("design", "--env", "Pendulum-v1", "--task", "swing up", "--replay", DEMO_REPLIES,
+                        "--out", str(a_file / "run")), "cannot create the run folder")
+    reward = tmp_path / "reward.py"
+    reward.write_text(PEND_REWARD)
+    one_line_exit_2(run("train", str(reward), "--env", "Pendulum-v1", "--out", str(a_file)), "--out")
+
+
+def test_resume_checks_the_machine_again(tmp_path):
+    import json
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    out = tmp_path / "r"
+    proc = run("design", "pendulum-upright", "--replay", DEMO_REPLIES, "--device", "cpu", "--out", str(out),
+               "--iterations", "1", "--samples", "1", "--train-steps", "64", "--episodes", "1", "-q")
+    record = json.loads((out / "run.json").read_text())
+    record["config"]["device"] = "cuda"  # as a run made on a GPU machine saves it
+    (out / "run.json").write_text(json.dumps(record))
+    one_line_exit_2(run("resume", str(out)), "--device cuda", "no CUDA")
+    assert json.loads((out / "run.json").read_text())["status"] == record["status"], proc.stderr
+
+
+def test_version():
+    from reward_designer import __version__
+
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"reward-designer {__version__}"

@@ -106,14 +106,18 @@ def test_run_ends_with_best_and_summary(full_run):
     assert (out / "fitness.py").read_text().count("compute_fitness") == 1  # asked of the LLM, kept for review
 
 
-def test_ctrl_c_stops_the_run_and_its_training_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_the_run_and_its_training_and_says_how_to_resume(tmp_path, stop):
     out = tmp_path / "run"
     with FakeOpenAI(reply) as server:
         proc = design_until_training(server, out, steps=5_000_000, cand=0)  # a training that would take minutes
         asked = len(server.chat_requests)
         # What Ctrl-C sends: the CLI's process group. Workers run in sessions of their own, so
-        # the CLI must stop them itself.
-        os.killpg(proc.pid, signal.SIGINT)
+        # the CLI must stop them itself. A SIGTERM (timeout, docker stop) goes to the CLI alone.
+        if stop == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
         code, err = finish(proc, timeout=30)
         assert len(server.chat_requests) == asked  # no analysis of a stopped training
     assert code == 130, err
