@@ -123,6 +123,12 @@ def _read_python(path: Path, what: str) -> str:
     return text
 
 
+def custom_task_name(env_id: str, task: str) -> str:
+    """Named for the env and the task's text, so another task on the same env gets its own run folder."""
+    digest = hashlib.sha256(task.strip().encode()).hexdigest()[:6]
+    return f"{env_id.lower().split(':')[-1].split('-v')[0]}-{digest}"
+
+
 def _fitness_file(path: Path | None):
     from pydantic import ValidationError
 
@@ -200,9 +206,7 @@ def design(
             raise BadInput("give a task card, or both --env and --task")
         if not task.strip():
             raise BadInput("--task is empty: say what the policy should do")
-        # Named for the env and the task's text: another task on the same env gets its own folder.
-        digest = hashlib.sha256(task.strip().encode()).hexdigest()[:6]
-        spec = TaskSpec(name=f"{env.lower().split(':')[-1].split('-v')[0]}-{digest}", env_id=env, description=task)
+        spec = TaskSpec(name=custom_task_name(env, task), env_id=env, description=task)
     _check_env(spec.env_id, spec.env_kwargs)
     if fitness is not None:
         spec = spec.model_copy(update={"fitness": _fitness_file(fitness)})

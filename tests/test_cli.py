@@ -189,14 +189,13 @@ def test_resume_checks_the_machine_again(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA")
-    out = tmp_path / "r"
-    proc = run("design", "pendulum-upright", "--replay", DEMO_REPLIES, "--device", "cpu", "--out", str(out),
-               "--iterations", "1", "--samples", "1", "--train-steps", "64", "--episodes", "1", "-q")
-    record = json.loads((out / "run.json").read_text())
-    record["config"]["device"] = "cuda"  # as a run made on a GPU machine saves it
-    (out / "run.json").write_text(json.dumps(record))
+    from reward_designer import load_task
+    from reward_designer.run import Run, RunConfig
+
+    out = tmp_path / "r"  # a stopped run made on a GPU machine
+    Run.create(out, RunConfig(task=load_task("pendulum-upright"), replay=DEMO_REPLIES, device="cuda"))
     one_line_exit_2(run("resume", str(out)), "--device cuda", "no CUDA")
-    assert json.loads((out / "run.json").read_text())["status"] == record["status"], proc.stderr
+    assert json.loads((out / "run.json").read_text())["status"] == "running"  # untouched: never started
 
 
 def test_version():
@@ -204,3 +203,12 @@ def test_version():
 
     proc = run("--version")
     assert proc.returncode == 0 and proc.stdout.strip() == f"reward-designer {__version__}"
+
+
+def test_each_custom_task_gets_its_own_default_folder():
+    from reward_designer.cli import custom_task_name
+
+    run_fwd, run_back = custom_task_name("HalfCheetah-v5", "run forward"), custom_task_name("HalfCheetah-v5", "run back")
+    assert run_fwd != run_back and run_fwd.startswith("halfcheetah-")
+    assert custom_task_name("HalfCheetah-v5", " run forward ") == run_fwd
+    assert custom_task_name("mypkg:MyCheetah-v0", "run").startswith("mycheetah-")

@@ -311,49 +311,55 @@ def test_ctrl_c_during_an_analysis_stops_its_worker_and_asks_no_llm(tmp_path, mo
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "stopped"
 
 
-def test_one_process_at_a_time_runs_a_folder(tmp_path):
-    first = design(load_task("pendulum-upright"), tmp_path / "run", replay=replies(tmp_path, [GOOD]), samples=1,
-                   **CONFIG)
-    holder = Run.open(tmp_path / "run")
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One finished run (a candidate that crashes in training, one that trains), for tests that only
+    read it or resume it (a finished run resumes to itself)."""
+    tmp = tmp_path_factory.mktemp("finished")
+    replayed = replies(tmp, [CRASHES_LATER, GOOD])
+    record = design(load_task("pendulum-upright"), tmp / "run", replay=replayed, samples=2, **CONFIG)
+    return tmp / "run", record, replayed
+
+
+def test_the_runs_fitness_file_carries_the_cards_aggregate(finished):
+    from reward_designer.program import fitness_aggregate
+
+    folder, _, _ = finished
+    assert fitness_aggregate((folder / "fitness.py").read_text(), "") == "mean"  # the card's
+
+
+def test_the_summary_shows_the_error_a_candidate_failed_with(finished):
+    from rich.console import Console
+
+    folder, record, _ = finished
+    console = Console(record=True, width=200)
+    console.print(Run.open(folder).summary_table())
+    assert record.candidates[0].error.count("\n") >= 1  # a traceback, then the error
+    text = console.export_text()
+    assert "RuntimeError: boom" in text and "in compute_reward" not in text  # the error, not the traceback
+
+
+def test_one_process_at_a_time_runs_a_folder(finished):
+    folder, record, _ = finished
+    holder = Run.open(folder)
     with holder._exclusive():  # as a resume running in another process holds it
         with pytest.raises(RunError, match=r"in use by another process \(pid \d+\)"):
-            Run.open(tmp_path / "run").execute(quiet=True)
-    assert Run.open(tmp_path / "run").execute(quiet=True).best == first.best  # free again
+            Run.open(folder).execute(quiet=True)
+    assert Run.open(folder).execute(quiet=True).best == record.best  # free again
 
 
-def test_the_api_resumes_only_the_same_run_and_checks_before_making_a_folder(tmp_path, monkeypatch):
+def test_the_api_resumes_only_the_same_run_and_checks_before_making_a_folder(finished, tmp_path, monkeypatch):
     from reward_designer.llm import LLMError
-
-    monkeypatch.delenv("REWARD_DESIGNER_MODEL", raising=False)
     from reward_designer.schemas import TaskSpec
 
-    replayed = replies(tmp_path, [GOOD])
-    first = design(load_task("pendulum-upright"), tmp_path / "run", replay=replayed, samples=1, **CONFIG)
-    again = design(load_task("pendulum-upright"), tmp_path / "run", replay=replayed, samples=1, **CONFIG)
-    assert again.best == first.best
+    monkeypatch.delenv("REWARD_DESIGNER_MODEL", raising=False)
+    folder, record, replayed = finished
+    again = design(load_task("pendulum-upright"), folder, replay=replayed, samples=2, **CONFIG)
+    assert again.best == record.best
     with pytest.raises(RunError, match="another task or config"):
-        design(load_task("pendulum-upright"), tmp_path / "run", replay=replayed, samples=3, **CONFIG)
+        design(load_task("pendulum-upright"), folder, replay=replayed, samples=3, **CONFIG)
     with pytest.raises(RunError, match="CartPole-v1"):
         design(TaskSpec(name="c", env_id="CartPole-v1", description="balance"), tmp_path / "cart", replay=replayed)
     with pytest.raises(LLMError, match="no model configured"):
         design(load_task("pendulum-upright"), tmp_path / "nomodel", **CONFIG)
     assert not (tmp_path / "cart").exists() and not (tmp_path / "nomodel").exists()
-
-
-def test_the_runs_fitness_file_carries_the_cards_aggregate(tmp_path):
-    from reward_designer.program import fitness_aggregate
-
-    design(load_task("pendulum-upright"), tmp_path / "run", replay=replies(tmp_path, [GOOD]), samples=1, **CONFIG)
-    assert fitness_aggregate((tmp_path / "run" / "fitness.py").read_text(), "") == "mean"  # the card's
-
-
-def test_the_summary_shows_the_error_a_candidate_failed_with(tmp_path):
-    from rich.console import Console
-
-    record = design(load_task("pendulum-upright"), tmp_path / "run", replay=replies(tmp_path, [CRASHES_LATER, GOOD]),
-                    samples=2, **CONFIG)
-    console = Console(record=True, width=200)
-    console.print(Run.open(tmp_path / "run").summary_table())
-    assert record.candidates[0].error.count("\n") >= 1  # a traceback, then the error
-    text = console.export_text()
-    assert "RuntimeError: boom" in text and "in compute_reward" not in text  # the error, not the traceback
