@@ -198,7 +198,6 @@ class _CachedCalls:
             self._log.write(_log_entry(**entry, completions=hit, seconds=0.0, cached=True, requests=0))
         return entry, hit
 
-
     def _logged(self, key: str, n: int) -> list[Completion] | None:
         """The reply a fresh call with this key got, from the call log: it is logged before it is
         cached, so a kill between the two leaves it only there. Restored to the cache."""

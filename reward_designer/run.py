@@ -282,7 +282,11 @@ class Run:
                            + " (pass one with --fitness FILE)")
         self.console.print(f"[yellow]The task's success check was written by the LLM; review it: "
                            f"{self.folder / 'fitness.py'}[/]")
-        return fitness_from_code(code, "llm", "a sparse success check written by the LLM for this task")
+        try:
+            return fitness_from_code(code, "llm", "a sparse success check written by the LLM for this task")
+        except ValidationError as exc:
+            raise RunError(f"the LLM's success check declares an unknown AGGREGATE {exc.errors()[0]['input']!r}"
+                           " (pass one with --fitness FILE)") from None
 
     def _check_fitness(self, code: str | None, workdir: Path) -> CriticReport:
         # No LLM review here: the reviewer prompt is about rewards.

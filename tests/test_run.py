@@ -363,3 +363,15 @@ def test_the_api_resumes_only_the_same_run_and_checks_before_making_a_folder(fin
     with pytest.raises(LLMError, match="no model configured"):
         design(load_task("pendulum-upright"), tmp_path / "nomodel", **CONFIG)
     assert not (tmp_path / "cart").exists() and not (tmp_path / "nomodel").exists()
+
+
+def test_an_llm_success_check_with_an_unknown_aggregate_stops_the_run_with_a_clear_error(tmp_path):
+    from reward_designer.schemas import TaskSpec
+
+    fitness = ("```python\nAGGREGATE = 'median'\n\ndef compute_fitness(state, action):\n"
+               "    return (state.obs[:, 0] > 0.95).float()\n```")
+    path = tmp_path / "replies.yaml"
+    path.write_text(yaml.safe_dump({"fitness": [fitness], "design": [GOOD]}))
+    task = TaskSpec(name="p", env_id="Pendulum-v1", description="swing up and balance")
+    with pytest.raises(RunError, match="unknown AGGREGATE 'median'"):
+        design(task, tmp_path / "run", replay=str(path), samples=1, **CONFIG)
