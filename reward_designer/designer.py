@@ -32,7 +32,8 @@ class Designer:
         return [extract_code(r.text, ENTRY) for r in replies]
 
     def fix(self, code: str | None, findings: list[str], entry: str = ENTRY, tag: str = "") -> str | None:
-        chat = templates.messages("fixer.j2", code=code or NO_CODE, findings=findings,
-                                  entry=entry)
+        # A success check is no reward: it gets no reward contract as its system message.
+        chat = templates.messages("fixer.j2", system=entry == ENTRY, code=code or NO_CODE, findings=findings,
+                                  entry=entry, task=self.task, envcard=self.envcard)
         reply = self.llm.complete(chat, n=1, purpose="fix", temperature=0.3, tag=tag)[0].text
         return extract_code(reply, entry)

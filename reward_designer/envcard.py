@@ -57,6 +57,7 @@ class ObsField(BaseModel):
     fn: Literal["", "cos", "sin"] = ""
     index: tuple[int, int] | None = None  # [start, end) into source
     note: str = ""  # joints covered, or what an "other" block holds
+    clip: float | None = None  # the env clips the copy to [-clip, clip]
 
     def expr(self) -> str:
         """Right-hand side as text, e.g. ``qpos[1:9]``, ``cos(qpos[0:2])``, ``body("tip").pos``."""
@@ -68,7 +69,8 @@ class ObsField(BaseModel):
         else:
             src = f"({self.source})" if " - " in self.source else self.source
             text = f"{src}[{a}]" if b - a == 1 else f"{src}[{a}:{b}]"
-        return f"{self.fn}({text})" if self.fn else text
+        text = f"{self.fn}({text})" if self.fn else text
+        return f"clip({text}, -{_num(self.clip)}, {_num(self.clip)})" if self.clip is not None else text
 
 
 class EnvCard(BaseModel):
@@ -152,6 +154,10 @@ def _card(env_id: str, env: gym.Env) -> EnvCard:
 
 
 def _mujoco_model(u):
+    from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+    if not isinstance(u, MujocoEnv):  # vecsim's test too: only these get states beyond obs
+        return None, None
     model, data = getattr(u, "model", None), getattr(u, "data", None)
     if isinstance(model, mujoco.MjModel) and isinstance(data, mujoco.MjData):
         return model, data
@@ -214,15 +220,37 @@ def _obs_layout(u, model, data, layout: ModelLayout) -> list[ObsField]:
             lab = labels[j] if j is not None and equal[i, j] else None
         chosen.append(lab)
     fields = _group(chosen)
+    # Random states in [-1, 1] cannot show a clip (Hopper's clip(qvel, -10, 10)): one with fast
+    # velocities can.
+    _randomize(model, data, layout, rng, qvel_scale=100.0)
+    mujoco.mj_forward(model, data)
+    _find_clips(fields, np.asarray(get_obs(), dtype=np.float64).ravel(), _candidates(model, data, layout)[1], column)
     _name_fields(fields, layout)
     _label_other(fields, getattr(u, "observation_structure", None), obs[0].size)
+    low, high = (getattr(u, "_contact_force_range", None) or (None, None))[:2]
+    for f in fields:  # Ant's contact forces: clipped to a range its constructor takes
+        if f.note.startswith("cfrc_ext") and low is not None:
+            f.note += f", each clipped to [{_num(low)}, {_num(high)}]"
     return fields
 
 
-def _randomize(model, data, layout: ModelLayout, rng) -> None:
+def _find_clips(fields: list[ObsField], obs: np.ndarray, values: np.ndarray, column: dict) -> None:
+    """Mark the copies that ``obs`` (from a state with large values) shows clipped to a symmetric bound."""
+    for f in fields:
+        if f.index is None:
+            continue
+        part = obs[f.start:f.end]
+        want = values[[column[(f.source, f.fn, k)] for k in range(*f.index)]]
+        bound = float(np.abs(part).max())
+        if (not np.allclose(part, want, rtol=1e-5, atol=1e-8) and bound > 0
+                and np.allclose(part, np.clip(want, -bound, bound), rtol=1e-5, atol=1e-8)):
+            f.clip = bound
+
+
+def _randomize(model, data, layout: ModelLayout, rng, qvel_scale: float = 1.0) -> None:
     """A random state with distinct values everywhere (quaternions kept unit)."""
     data.qpos[:] = rng.uniform(-1, 1, model.nq)
-    data.qvel[:] = rng.uniform(-1, 1, model.nv)
+    data.qvel[:] = rng.uniform(-1, 1, model.nv) * qvel_scale
     for j in layout.joints.values():
         if j.type in ("free", "ball"):
             q = rng.normal(size=4)

@@ -151,8 +151,8 @@ class Body:
         # Finite difference over one env step: exact for the frame origin, which
         # is what ``pos`` reports (cvel's linear part is taken at the subtree COM).
         prev = self._s.prev
-        if prev is None:
-            return torch.zeros_like(self.pos)
+        if prev is None:  # state.prev's bodies: zeros would pass for a standstill
+            raise ValueError("linvel needs the step before: state.prev has no prev, so no .linvel")
         return (self.pos - prev._get("xpos")[:, self._i]) / self._s.dt
 
 

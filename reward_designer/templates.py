@@ -22,9 +22,8 @@ def render(name: str, **context) -> str:
     return _env().get_template(name).render(**context).strip() + "\n"
 
 
-def messages(template: str, **context) -> list[dict]:
-    """A chat: the designer's system message, then the rendered template as the user's turn."""
-    return [
-        {"role": "system", "content": render("system.j2")},
-        {"role": "user", "content": render(template, **context)},
-    ]
+def messages(template: str, system: bool = True, **context) -> list[dict]:
+    """A chat: the designer's system message (the reward contract, unless ``system`` is False),
+    then the rendered template as the user's turn."""
+    user = [{"role": "user", "content": render(template, **context)}]
+    return ([{"role": "system", "content": render("system.j2")}] if system else []) + user

@@ -96,21 +96,26 @@ def test_broken_fitness_is_still_rejected(critic, tmp_path, name):
     assert any(words.lower() in f.lower() for f in report.findings), report.findings
 
 
-def test_fix_prompt_names_a_fitness_a_success_check():
+def test_fix_prompt_names_a_fitness_a_success_check_and_shows_the_task():
     from reward_designer.designer import Designer
     from reward_designer.program import ENTRY, FITNESS_ENTRY
+    from reward_designer.schemas import TaskSpec
 
     class Recorder:
         def complete(self, chat, **kwargs):
-            self.prompt = chat[-1]["content"]
+            self.chat = chat
             return [type("Reply", (), {"text": ""})()]
 
     llm = Recorder()
-    designer = Designer(llm, task=None, envcard="")
+    task = TaskSpec(name="t", env_id="Pendulum-v1", description="swing up and hold")
+    designer = Designer(llm, task=task, envcard="class State: ...")
     designer.fix("def compute_fitness(state, action): ...", ["it crashed"], entry=FITNESS_ENTRY)
-    assert "success check" in llm.prompt and "reward function" not in llm.prompt
+    text = "\n".join(m["content"] for m in llm.chat)
+    assert "success check" in text and "reward function" not in text and "compute_reward" not in text
+    assert "swing up and hold" in text and "class State: ..." in text  # the task and the env card
     designer.fix("def compute_reward(state, action): ...", ["it crashed"], entry=ENTRY)
-    assert "reward function" in llm.prompt
+    assert llm.chat[0]["role"] == "system" and "compute_reward" in llm.chat[0]["content"]  # the contract
+    assert "reward function" in llm.chat[-1]["content"] and "swing up and hold" in llm.chat[-1]["content"]
 
 
 def test_llm_review_verdicts():
@@ -163,3 +168,12 @@ def test_llm_review_can_reject_a_program_that_probes_fine(tmp_path):
     assert not rejected.ok and rejected.stage == "review"
     assert rejected.findings == ["it rewards running towards -x"]
     assert critic.check(GOOD, tmp_path / "b").ok
+
+
+def test_the_success_check_prompt_describes_the_state_without_the_reward_contract():
+    from reward_designer import load_task
+    from reward_designer.templates import render
+
+    text = render("fitness.j2", task=load_task("hopper-hop"), envcard="class State: ...")
+    assert "compute_fitness" in text and "state.body(name).pos" in text
+    assert "compute_reward" not in text and "components" not in text

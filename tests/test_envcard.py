@@ -302,3 +302,48 @@ def test_users_own_mujoco_env_with_sites_sensors_and_a_tendon_actuator(arm_id):
     assert "tip_quat [4]" in text
     assert "shoulder hinge qpos[0] qvel[0] range [-2, 2] <- action[:, 0] ctrl [-1, 1]" in text
     assert "m_couple <- action[:, 1] ctrl [-0.5, 0.5]" in text
+
+
+@pytest.mark.parametrize("env_id, field, bound", [("Hopper-v5", 1, 10.0), ("Walker2d-v5", 1, 10.0)])
+def test_a_clipped_copy_is_labelled_with_its_bounds(env_id, field, bound):
+    card = EnvCard.from_env(env_id)
+    qvel = card.obs_layout[field]
+    assert qvel.source == "qvel" and qvel.clip == bound
+    assert f"clip(qvel[0:{qvel.index[1]}], -10, 10)" in card.render()
+    assert all(f.clip is None for f in card.obs_layout if f.source == "qpos")  # positions are not clipped
+    assert EnvCard.from_env("HalfCheetah-v5").obs_layout[1].clip is None
+
+
+def test_ant_contact_forces_say_their_clip(ant):
+    assert ant.obs_layout[2].note.endswith("each clipped to [-1, 1]")
+
+
+def test_an_env_with_a_mujoco_model_that_is_no_mujoco_env_gets_an_obs_only_card():
+    """vecsim steps only MujocoEnv subclasses as MuJoCo: a card must not promise bodies to others."""
+    from reward_designer.vecsim import make_vecsim
+
+    class Ball(gym.Env):
+        def __init__(self):
+            self.model = mujoco.MjModel.from_xml_string(
+                "<mujoco><worldbody><body name='ball'><freejoint/><geom size='.1'/></body></worldbody></mujoco>")
+            self.data = mujoco.MjData(self.model)
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (3,))
+            self.action_space = gym.spaces.Box(-1, 1, (1,))
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            return np.zeros(3, dtype=np.float32), {}
+
+        def step(self, action):
+            return np.zeros(3, dtype=np.float32), 0.0, False, False, {}
+
+    gym.register("TestBallNoMujocoEnv-v0", entry_point=Ball, max_episode_steps=10)
+    try:
+        card = EnvCard.from_env("TestBallNoMujocoEnv-v0")
+        assert not card.is_mujoco and "def body(" not in card.render()
+        sim = make_vecsim("TestBallNoMujocoEnv-v0", 2, seed=0)
+        sim.reset(0)
+        assert set(sim.physics()) == {"obs"}
+        sim.close()
+    finally:
+        gym.registry.pop("TestBallNoMujocoEnv-v0")

@@ -52,3 +52,11 @@ def test_non_mujoco_state_has_only_obs():
     assert s.obs.shape == (3, 2) and s.obs.dtype == torch.float32
     with pytest.raises(AttributeError, match="qpos"):
         _ = s.qpos
+
+
+def test_the_previous_state_has_no_linvel_rather_than_zeros(cheetah):
+    u, layout, before, now = cheetah
+    s = state_pair(before, now, layout, u.dt)
+    assert s.body("torso").linvel.abs().sum() > 0
+    with pytest.raises(ValueError, match="state.prev has no prev"):
+        s.prev.body("torso").linvel
