@@ -59,8 +59,8 @@ def _check_trainable(env_id: str, env_kwargs_json: str) -> None:
     try:
         env = gym.make(env_id, **json.loads(env_kwargs_json))
     except Exception as exc:  # noqa: BLE001 - a bad kwarg, a missing dependency, a broken asset: say which
-        raise ValueError(f"{env_id}: cannot make it: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                         .rstrip(": ")) from None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"{env_id}: cannot make it: {type(exc).__name__}" + (f": {detail}" if detail else "")) from None
     try:
         check_spaces(env.observation_space, env.action_space)
     except ValueError as exc:
