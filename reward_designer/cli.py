@@ -347,11 +347,12 @@ def train(
     except OSError as exc:
         raise BadInput(f"--out {out}: {exc.strerror or exc}") from None
     (out / "analysis.json").unlink(missing_ok=True)  # an earlier train's, about another policy
+    critic = Critic(env, seed=seed)
     if spec is not None:
-        checked = Critic(env, seed=seed).check(spec.code, out / "fitness_check", entry=FITNESS_ENTRY)
+        checked = critic.check(spec.code, out / "fitness_check", entry=FITNESS_ENTRY)
         if not checked.ok:
             raise BadInput(f"--fitness {fitness}: unusable: " + checked.summary()[:300])
-    report = Critic(env, seed=seed).check(code, out / "probe")
+    report = critic.check(code, out / "probe")
     if not report.ok:
         err.print(f"{file}: rejected by the critic at {report.stage}", markup=False)
         for f in report.findings:
