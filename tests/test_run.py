@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import yaml
@@ -299,6 +300,15 @@ def test_ctrl_c_during_an_analysis_stops_its_worker_and_asks_no_llm(tmp_path, mo
         if job.kind == "analyze" and not pressed:
             pressed.append(True)
             os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C as the rollout starts
+            # The main thread sets the stop when it next runs, which on a loaded machine can be after
+            # this short rollout: wait until the run's stop check raises, then go on as a late rollout.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    kwargs["poll"]()
+                except RunError:
+                    break
+                time.sleep(0.01)
         return real_run_job(job, *args, **kwargs)
 
     monkeypatch.setattr(analyzer, "run_job", run_job)
