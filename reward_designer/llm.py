@@ -159,6 +159,16 @@ def _served(entries: list[dict]) -> dict[str, list[str]]:
     return replies
 
 
+def _fresh_by_key(entries: list[dict]) -> dict[str, tuple[str, list]]:
+    """Each cache key's last fresh reply in the log: (purpose, completion texts)."""
+    out = {}
+    for entry in entries:
+        texts = entry.get("completions")
+        if entry.get("key") and not (entry.get("cached") or entry.get("error")) and isinstance(texts, list):
+            out[str(entry["key"])] = (str(entry.get("purpose")), texts)
+    return out
+
+
 def _cache_read(cache_dir: Path | None, key: str) -> list[Completion] | None:
     if cache_dir is None:
         return None
@@ -184,6 +194,8 @@ class _CachedCalls:
     """What both clients do first: a call made before is answered from the cache, and logged as a hit.
     Needs ``model``, ``cache_dir``, ``usage``, ``_lock`` and ``_log``."""
 
+    _logged_replies: dict[str, tuple[str, list]] | None = None
+
     def _lookup(self, messages, n, temperature, purpose, tag) -> tuple[dict, list[Completion] | None]:
         """The call's log fields (its cache key among them), and its cached reply or None."""
         key = cache_key(self.model, messages, n, temperature, purpose, tag)
@@ -201,14 +213,15 @@ class _CachedCalls:
     def _logged(self, key: str, n: int) -> list[Completion] | None:
         """The reply a fresh call with this key got, from the call log: it is logged before it is
         cached, so a kill between the two leaves it only there. Restored to the cache."""
-        for entry in reversed(_log_entries(self._log.path) if self._log.path else []):
-            texts = entry.get("completions")
-            if (entry.get("key") == key and not entry.get("cached") and not entry.get("error")
-                    and isinstance(texts, list) and len(texts) == n):
-                out = [Completion(text=str(t), model=self.model) for t in texts]
-                _cache_write(self.cache_dir, key, self.model, str(entry.get("purpose")), out)
-                return [c.model_copy(update={"cached": True}) for c in out]
-        return None
+        with self._lock:
+            if self._logged_replies is None:  # read once: what this process logs, it also caches
+                self._logged_replies = _fresh_by_key(_log_entries(self._log.path) if self._log.path else [])
+        purpose, texts = self._logged_replies.get(key, ("", []))
+        if not texts or len(texts) != n:
+            return None
+        out = [Completion(text=str(t), model=self.model) for t in texts]
+        _cache_write(self.cache_dir, key, self.model, purpose, out)
+        return [c.model_copy(update={"cached": True}) for c in out]
 
 
 def _write_atomic(path: Path, text: str) -> None:

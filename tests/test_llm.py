@@ -289,6 +289,19 @@ def test_a_reply_logged_but_not_cached_is_served_from_the_log(tmp_path):
     assert len(list(cache.glob("*.json"))) == 1  # put back
 
 
+def test_the_call_log_is_read_once_per_client_not_per_cache_miss(tmp_path, monkeypatch):
+    """Each miss used to re-read the whole log: quadratic in a long run's calls."""
+    import reward_designer.llm as llm_mod
+    reads = []
+    real = llm_mod._log_entries
+    monkeypatch.setattr(llm_mod, "_log_entries", lambda path: reads.append(path) or real(path))
+    log_path, cache = tmp_path / "calls.jsonl", tmp_path / "cache"
+    with FakeOpenAI(["a", "b", "c"]) as server:
+        c = client(server, cache_dir=cache, log_path=log_path)
+        texts = [c.complete(MSGS, tag=t)[0].text for t in ("1", "2", "3")]
+    assert texts == ["a", "b", "c"] and len(reads) == 1
+
+
 def test_replay_from_yaml_and_exhaustion(tmp_path):
     path = tmp_path / "script.yaml"
     path.write_text("design:\n  - 'def compute_reward(state, action): ...'\n  - second\n  - third\nanalysis:\n  - looks fine\n")
