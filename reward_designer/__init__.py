@@ -46,9 +46,7 @@ def design(task, out: str | Path, *, quiet: bool = True, **config):
     another task or config is an error (``Run.open(out).execute()`` resumes it as it was).
     The env and the LLM are checked before the folder is made.
     """
-    from .llm import make_client
     from .run import RUN_FILE, Run, RunConfig, RunError
-    from .trainer import check_trainable
 
     out, wanted = Path(out), RunConfig(task=task, **config)
     if (out / RUN_FILE).exists():
@@ -57,11 +55,6 @@ def design(task, out: str | Path, *, quiet: bool = True, **config):
             raise RunError(f"{out} holds a run of another task or config; resume it with Run.open({str(out)!r})"
                            ".execute(), or choose another folder")
         return run.execute(quiet=quiet)
-    try:
-        check_trainable(task.env_id, task.env_kwargs)
-    except ValueError as exc:
-        raise RunError(str(exc)) from None
-    make_client(wanted.model, api_base=wanted.api_base, replay=wanted.replay).check_reachable()
     return Run.create(out, wanted).execute(quiet=quiet)
 
 

@@ -192,7 +192,6 @@ def design(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
 ) -> None:
     """Design a reward for a task: from a task card, or from --env and --task."""
-    from .llm import make_client
     from .run import Run, RunConfig
     from .schemas import TaskSpec
     from .tasks import load_task
@@ -223,8 +222,6 @@ def design(
         episodes=episodes, require_sandbox=require_sandbox,
     )
     _require_sandbox(require_sandbox)
-    # Before the run folder exists: a bad model or API base should leave nothing behind.
-    make_client(model, api_base=api_base, replay=replay).check_reachable()
     run = Run.create(out or Path("runs") / spec.name, config, console=err)
     _execute(run, quiet)
 

@@ -45,7 +45,7 @@ from .llm import Usage, make_client
 from .program import FITNESS_ENTRY, NO_CODE, extract_code, fitness_aggregate, fitness_from_code
 from .schemas import FitnessSpec, Sim, TaskSpec, TrainResult
 from .templates import render
-from .trainer import Trainer
+from .trainer import Trainer, check_trainable
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"  # held (flock) while a process runs the loop
@@ -139,9 +139,17 @@ class Run:
 
     @classmethod
     def create(cls, folder: Path, config: RunConfig, console: Console | None = None) -> "Run":
+        """A new run in ``folder``, once the env is found trainable and the LLM reachable."""
         folder = Path(folder)
         if (folder / RUN_FILE).exists():
             raise RunError(f"{folder} already holds a run; continue it with `reward-designer resume {folder}`")
+        # Before the folder is made: a bad env, model or API base should leave nothing behind.
+        try:
+            check_trainable(config.task.env_id, config.task.env_kwargs)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
+        make_client(config.model, api_base=config.api_base,
+                    replay=Path(config.replay) if config.replay else None).check_reachable()
         run = cls(folder, RunRecord(config=config, created=_now()), console)
         try:
             run.save()

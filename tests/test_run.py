@@ -124,10 +124,11 @@ def test_finished_run_resumes_to_the_same_result_without_training(tmp_path):
 def test_an_existing_run_folder_is_not_overwritten(tmp_path):
     from reward_designer.run import RunConfig
 
-    task = load_task("pendulum-upright")
-    Run.create(tmp_path / "run", RunConfig(task=task, replay="x"))
+    task, replies = load_task("pendulum-upright"), tmp_path / "replies.yaml"
+    replies.write_text("design: []\n")
+    Run.create(tmp_path / "run", RunConfig(task=task, replay=str(replies)))
     with pytest.raises(RunError, match="resume"):
-        Run.create(tmp_path / "run", RunConfig(task=task, replay="x"))
+        Run.create(tmp_path / "run", RunConfig(task=task, replay=str(replies)))
 
 
 def test_an_env_ppo_cannot_train_fails_before_any_llm_call(tmp_path):
