@@ -17,6 +17,7 @@ from .schemas import FitnessSpec, Sim, TrainJob, WarmJob
 
 
 MAX_PROGRESS_BYTES = 8 * 1024 * 1024
+MAX_PROGRESS_LINE = 16 * 1024
 
 
 def _number(v) -> bool:
@@ -32,9 +33,11 @@ def read_progress(path: Path, max_bytes: int = MAX_PROGRESS_BYTES) -> list[dict]
     except OSError:  # absent, or swapped for a link or a FIFO
         return rows
     for line in text.splitlines():
+        if len(line) > MAX_PROGRESS_LINE:  # ours are short; a long one is planted (deep nesting, huge ints)
+            continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(row, dict):
             rows.append({k: v for k, v in row.items() if _number(v)})

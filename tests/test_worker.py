@@ -136,6 +136,15 @@ def test_the_training_log_keeps_finite_numbers_only(tmp_path):
     assert read_progress(log) == [{"loss": 1.5}, {}, {"global_step": 64}]
 
 
+def test_planted_training_log_lines_that_break_the_json_parser_are_skipped(tmp_path):
+    """Deep nesting (RecursionError) and a 5000-digit int (ValueError) raised out of the parent's poll;
+    a line longer than any the worker writes is skipped unparsed."""
+    log = tmp_path / "progress.jsonl"
+    log.write_text('{"global_step": 1}\n' + "[" * 5000 + "\n" + '{"x": ' + "9" * 5000 + "}\n"
+                   + json.dumps({"global_step": 3, "pad": "x" * 20000}) + '\n{"global_step": 2}\n')
+    assert read_progress(log) == [{"global_step": 1}, {"global_step": 2}]
+
+
 def test_the_training_log_is_read_from_its_end(tmp_path):
     log = tmp_path / "progress.jsonl"
     log.write_text("".join(json.dumps({"global_step": 64 * i, "pad": "x" * 50}) + "\n" for i in range(1000)))
