@@ -11,7 +11,10 @@ is wrong and what to do instead.
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 import re
+import types
 
 # Modules a reward program may import: what the contract names (torch tensors
 # in and out, the State type for annotations) plus math and numpy.
@@ -25,6 +28,15 @@ ALLOWED_MODULES = {
     "typing",
     "reward_designer.state",
 }
+
+# Modules an attribute chain may pass through: the importable ones and the math namespaces
+# under them. Any other is refused however it is reached: attributes hand out modules
+# (``torch.os``, ``typing.sys``, ``reward_designer.state`` binding ``reward_designer.program``).
+REACHABLE_MODULES = ALLOWED_MODULES | {
+    "torch.linalg", "torch.special", "torch.fft", "torch.distributions", "numpy.random", "numpy.fft",
+}
+# reward_designer.state is importable for the State annotation, nothing else of it.
+STATE_NAMES = {"State"}
 
 # Builtins that load or run code, reach files or the terminal, or look objects
 # up by a name computed at run time (the usual way around the dunder rule).
@@ -46,6 +58,7 @@ FORBIDDEN_NAMES = {
     "exit": "ends the process",
     "quit": "ends the process",
     "memoryview": "exposes raw memory",
+    "type": "builds classes at run time",
 }
 
 # Library functions and submodules under an allowed module that touch files,
@@ -62,7 +75,8 @@ FORBIDDEN_PATHS = {
     "numpy.savetxt", "numpy.loadtxt", "numpy.genfromtxt", "numpy.fromfile",
     "numpy.fromregex", "numpy.memmap", "numpy.ctypeslib", "numpy.lib",
     "numpy.f2py", "numpy.distutils", "numpy.testing", "numpy.DataSource",
-    "numpy.random.seed", "numpy.show_config",
+    "numpy.random.seed", "numpy.random.set_state", "numpy.show_config", "torch.default_generator",
+    "typing.get_type_hints", "typing.ForwardRef",  # evaluate strings as code
 }
 # Process-wide setters (torch.set_default_dtype, numpy.seterr, ...) change
 # how the trainer's own code behaves.
@@ -71,7 +85,7 @@ _SETTER = re.compile(r"^(torch|numpy)\.(set|seterr)")
 # Attributes that lead out of the program whatever object they are read from:
 # raw pointers, frames and code objects (frames reach the worker's globals).
 FORBIDDEN_ATTRS = {
-    "ctypes", "tofile", "dump", "dumps", "mro",
+    "ctypes", "tofile", "fromfile", "from_file", "dump", "dumps", "mro",
     "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "ag_frame", "ag_code",
     "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "f_trace",
     "tb_frame", "tb_next", "co_code", "co_consts",
@@ -200,6 +214,9 @@ class _Checker(ast.NodeVisitor):
             if alias.name == "*":
                 self.add(node, f"`from {mod} import *` is not allowed; import the names you use.")
                 continue
+            if mod == "reward_designer.state" and alias.name not in STATE_NAMES:
+                self.add(node, f"Only `State` may be imported from reward_designer.state, not `{alias.name}`.")
+                continue
             path = f"{mod}.{alias.name}"
             self.modules[alias.asname or alias.name] = path
             self._check_path(node, path)
@@ -258,9 +275,14 @@ class _Checker(ast.NodeVisitor):
         self.generic_visit(node)
 
     def _check_path(self, node: ast.AST, path: str) -> None:
-        if any(path == p or path.startswith(p + ".") for p in FORBIDDEN_PATHS) or _SETTER.match(path):
-            self.add(node, f"`{path}` is not allowed: a reward program computes tensors and touches "
-                           "no files, processes or global settings.")
+        canonical, module = _resolve(path)
+        if module is not None:
+            self.add(node, f"`{path}` is the module `{module}`, which a reward program may not use; "
+                           f"only {_allowed()} and their math namespaces.")
+        for p in {path, canonical}:
+            if any(p == f or p.startswith(f + ".") for f in FORBIDDEN_PATHS) or _SETTER.match(p):
+                self.add(node, f"`{path}` is not allowed: a reward program computes tensors and touches "
+                               "no files, processes or global settings.")
 
     # ---------------------------------------------------------------- mutation
     def _check_target(self, target: ast.AST) -> None:
@@ -302,6 +324,38 @@ class _Checker(ast.NodeVisitor):
             self.add(node, f"`.{f.attr}()` modifies `{_root_name(f.value)}` in place; "
                            f"use the out-of-place `.{f.attr[:-1]}()` instead.")
         self.generic_visit(node)
+
+
+def _resolve(path: str) -> tuple[str, str | None]:
+    """``path`` named from the last module along it (``reward_designer.state.np.load`` is
+    ``numpy.load``), and the first module along it that a program may not reach, if any.
+
+    Follows module attributes only, in the lint's own process: the modules are the allowed
+    ones and their submodules, imported for real; the untrusted program is not run.
+    """
+    parts = path.split(".")
+    obj, canonical = importlib.import_module(parts[0]), parts[:1]
+    for name in parts[1:]:
+        if not isinstance(obj, types.ModuleType):
+            canonical.append(name)
+            continue
+        try:
+            obj = getattr(obj, name)
+        except Exception:  # noqa: BLE001 - not an attribute here, but perhaps a submodule imported where it runs
+            sub = f"{obj.__name__}.{name}"
+            if not (hasattr(obj, "__path__") and importlib.util.find_spec(sub)):
+                obj = None
+            elif sub not in REACHABLE_MODULES:
+                return path, sub
+            else:
+                obj = importlib.import_module(sub)
+        if isinstance(obj, types.ModuleType):
+            if obj.__name__ not in REACHABLE_MODULES:
+                return path, obj.__name__
+            canonical = obj.__name__.split(".")
+        else:
+            canonical.append(name)
+    return ".".join(canonical), None
 
 
 def _allowed() -> str:

@@ -12,6 +12,7 @@ links, FIFOs, hard links), and says how the worker ended.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -58,21 +59,44 @@ class _Tail(threading.Thread):
         return data.decode("utf-8", errors="replace").replace("\x00", "")
 
 
-def _usage(root: Path, max_entries: int) -> tuple[int, int]:
-    """Bytes and entries under ``root``, without following links; stops counting past ``max_entries``."""
-    total, entries, stack = 0, 0, [str(root)]
-    while stack and entries <= max_entries:
+def _entries(root: Path):
+    """``(path, lstat)`` of everything under ``root``, a folder before what it holds, without following
+    links and without recursion: a worker can leave a tree deeper than Python's recursion limit
+    (os.walk and shutil.rmtree recurse in 3.11). What cannot be read, or is past PATH_MAX, is skipped."""
+    stack = [str(root)]
+    while stack:
         try:
             with os.scandir(stack.pop()) as it:
                 for e in it:
-                    entries += 1
-                    st = e.stat(follow_symlinks=False)
-                    total += st.st_blocks * 512
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    yield e.path, st
                     if stat.S_ISDIR(st.st_mode):
                         stack.append(e.path)
         except OSError:
             continue
+
+
+def _usage(root: Path, max_entries: int) -> tuple[int, int]:
+    """Bytes and entries under ``root``, without following links; stops counting past ``max_entries``."""
+    total = entries = 0
+    for _, st in _entries(root):
+        entries += 1
+        total += st.st_blocks * 512
+        if entries > max_entries:
+            break
     return total, entries
+
+
+def _remove_tree(root: Path) -> None:
+    """``shutil.rmtree(root, ignore_errors=True)``, without recursion."""
+    for path, st in reversed(list(_entries(root))):  # what a folder holds before the folder
+        with contextlib.suppress(OSError):
+            (os.rmdir if stat.S_ISDIR(st.st_mode) else os.unlink)(path)
+    with contextlib.suppress(OSError):
+        os.rmdir(root)
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -113,18 +137,11 @@ def sanitize_workdir(root: Path) -> list[str]:
     Only plain files and directories stay. Returns what was removed.
     """
     removed = []
-    for top, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(top, name)
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
-            odd = not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode))
-            if odd or (stat.S_ISREG(st.st_mode) and st.st_nlink > 1):
-                os.unlink(path)
-                removed.append(os.path.relpath(path, root))
-        dirs[:] = [d for d in dirs if os.path.isdir(os.path.join(top, d)) and not os.path.islink(os.path.join(top, d))]
+    for path, st in _entries(root):
+        odd = not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode))
+        if odd or (stat.S_ISREG(st.st_mode) and st.st_nlink > 1):
+            os.unlink(path)
+            removed.append(os.path.relpath(path, root))
     return removed
 
 
@@ -170,9 +187,8 @@ def _hand_over(root: Path) -> None:
     # bubblewrap enters it before dropping to that uid, as a root without DAC override: a 0700
     # folder (tempfile.mkdtemp's) needs search rights for others. Listing stays the owner's.
     os.chmod(root, stat.S_IMODE(os.lstat(root).st_mode) | 0o011)
-    for top, dirs, files in os.walk(root):
-        for name in dirs + files:
-            os.chown(os.path.join(top, name), namespaces.NOBODY, namespaces.NOBODY, follow_symlinks=False)
+    for path, _ in _entries(root):
+        os.chown(path, namespaces.NOBODY, namespaces.NOBODY, follow_symlinks=False)
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -285,7 +301,7 @@ def run_worker(
             t.join(timeout=5)
         status_reader.join(timeout=5)
         if not plan.bwrap:  # bubblewrap's /tmp goes with its namespace; this one would stay in the folder
-            shutil.rmtree(tmpdir, ignore_errors=True)
+            _remove_tree(Path(tmpdir))
         sanitize_workdir(workdir)
 
     return _outcome(

@@ -41,6 +41,12 @@ def test_a_typical_reward_passes():
     assert lint(GOOD) == []
 
 
+def test_math_namespaces_under_allowed_modules_pass():
+    body = ("x = torch.linalg.norm(state.obs, dim=-1) + torch.special.expit(state.obs).sum(-1)"
+            " + float(np.linalg.norm(np.fft.rfft(np.random.rand(4))))")
+    assert lint("import torch\nimport numpy as np\n" + ENTRY.format(body)) == []
+
+
 def _one(src: str) -> str:
     findings = lint(src)
     assert findings, src
@@ -78,10 +84,24 @@ ENTRY = "def compute_reward(state, action):\n    {}\n    return state.obs[:, 0],
         ("state.obs[:] = 0", "Do not write into `state`"),
         ("action.mul_(0)", "`.mul_()` modifies `action`"),
         ("state.qpos.zero_()", "`.zero_()` modifies `state`"),
+        # Modules handed out as attributes of allowed ones, and the paths they lead to.
+        ('torch.os.system("id")', "`torch.os` is the module `os`"),
+        ("x = typing.sys.modules", "`typing.sys` is the module `sys`"),
+        ("x = reward_designer.program.load_function", "the module `reward_designer.program`"),
+        ('x = np.rec.fromfile("x")', "the module `numpy.rec`"),
+        ("x = np.core.records", "the module `numpy.core`"),
+        ("x = torch.compiler.reset", "the module `torch.compiler`"),
+        ("x = torch.nn.modules.module.register_module_forward_hook", "the module `torch.nn.modules`"),
+        ('x = torch.UntypedStorage.from_file("x")', "`.from_file`"),
+        ('x = type("A", (), {})', "`type`"),
+        ('x = typing.get_type_hints(compute_reward)', "`typing.get_type_hints`"),
+        ('x = typing.ForwardRef("1")', "`typing.ForwardRef`"),
+        ("np.random.set_state(None)", "`numpy.random.set_state`"),
+        ("torch.default_generator.manual_seed(0)", "`torch.default_generator`"),
     ],
 )
 def test_forbidden_constructs(body, expect):
-    src = "import torch\nimport numpy as np\n" + ENTRY.format(body)
+    src = "import torch\nimport numpy as np\nimport typing\nimport reward_designer.state\n" + ENTRY.format(body)
     assert expect in _one(src)
 
 
@@ -95,6 +115,9 @@ def test_forbidden_constructs(body, expect):
         ("from torch import load\n" + ENTRY.format("pass"), "`torch.load`"),
         ("from . import x\n" + ENTRY.format("pass"), "Relative imports"),
         ("import torch.utils.data\n" + ENTRY.format("pass"), "`import torch.utils.data`"),
+        ("from torch import os\n" + ENTRY.format("pass"), "`torch.os` is the module `os`"),
+        ("from reward_designer.state import np\n" + ENTRY.format("pass"), "Only `State`"),
+        ("from numpy import random as r\n" + ENTRY.format("r.seed(0)"), "`numpy.random.seed`"),
         ("def reward(state, action):\n    return 0\n", "Define a top-level function"),
         ("def compute_reward(state):\n    return 0\n", "exactly two parameters"),
         ("def compute_reward(s, a):\n    return 0\n", "exactly two parameters"),

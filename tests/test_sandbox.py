@@ -98,6 +98,27 @@ def test_sanitize_removes_links_fifos_and_hard_links(tmp_path):
     assert outside.read_text() == "secret"
 
 
+def test_a_folder_tree_deeper_than_the_recursion_limit_is_sanitized_not_a_crash(tmp_path):
+    """os.walk and shutil.rmtree recurse in Python 3.11: such a tree raised RecursionError out of
+    run_worker, and again on every resume (sanitizing, and handing the folder over, before the run)."""
+    code = """
+        import os, tempfile
+        for top in (os.getcwd(), tempfile.gettempdir()):
+            os.chdir(top)
+            for _ in range(1500):
+                if not os.path.isdir("a"):
+                    os.mkdir("a")
+                os.chdir("a")
+            os.symlink("/etc/passwd", "result.json")
+    """
+    for _ in range(2):
+        out = snippet(tmp_path, code)
+        assert out.returncode == 0, out.stderr_tail
+    deep = tmp_path / "work" / Path(*["a"] * 1500)
+    assert deep.is_dir() and not os.path.lexists(deep / "result.json")
+    assert not (tmp_path / "work" / ".tmp").exists()  # the TMPDIR used without bubblewrap is gone
+
+
 def test_read_output_refuses_links_and_fifos(tmp_path):
     (tmp_path / "progress.jsonl").write_text("x" * 100)
     assert read_output(tmp_path / "progress.jsonl", max_bytes=10) == b"x" * 10
