@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
 Aggregate = Literal["sum", "mean", "max", "last", "any"]
 # What a training steps: MuJoCo C, one slab of envs per core ("mujoco"; the gymnasium vector env
@@ -97,7 +97,6 @@ class AnalyzeJob(_Job):
     fitness: FitnessSpec
     episodes: int = 5
     record: str | None = None  # where to save the trajectories (npz) for reward evaluation
-    video: str | None = None
 
 
 class RewardEvalJob(_Job):
@@ -116,25 +115,41 @@ class JobEnvelope(BaseModel):
 
 
 # ------------------------------------------------------------- worker results
+# A worker ran untrusted code, which can write its own result.json: what the parent reads back is
+# bounded here, since it goes on into run records and LLM prompts.
+MAX_COMPONENTS = 32  # a program's component names, per call and over a training
+MAX_ERROR_CHARS = 4000  # the end of a traceback is what a designer can act on
+
+
+def _error_tail(v):
+    return v[-MAX_ERROR_CHARS:] if isinstance(v, str) else v
+
+
+ErrorText = Annotated[str, BeforeValidator(_error_tail)]
+ComponentName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class ProbeResult(BaseModel):
     kind: Literal["probe"] = "probe"
     ok: bool
-    error: str = ""  # traceback tail or the check that failed
+    error: ErrorText = ""  # traceback tail or the check that failed
     reward_shape: list[int] = []
     reward_dtype: str = ""
     finite: bool = False
     constant: bool = True
-    components: dict[str, float] = {}  # mean of each component over the probe
+    # The mean of each component over the probe.
+    components: Annotated[dict[ComponentName, float], Field(max_length=MAX_COMPONENTS)] = {}
     component_sum_gap: float | None = None  # max |reward - sum(components)|
     reward_mean: float | None = None  # None when not finite
     reward_std: float | None = None
-    ms_per_call: float = 0.0
+    ms_per_call: Finite = 0.0
 
 
 class TrainResult(BaseModel):
     kind: Literal["train"] = "train"
     ok: bool
-    error: str = ""
+    error: ErrorText = ""
     steps: int = 0
     seconds: float = 0.0
     steps_per_second: float = 0.0
@@ -152,25 +167,26 @@ class EpisodeStats(BaseModel):
 class AnalyzeResult(BaseModel):
     kind: Literal["analyze"] = "analyze"
     ok: bool
-    error: str = ""
+    error: ErrorText = ""
     episodes: list[EpisodeStats] = []
 
 
 class RewardEvalResult(BaseModel):
     kind: Literal["reward_eval"] = "reward_eval"
     ok: bool
-    error: str = ""
+    error: ErrorText = ""
     episode_reward: list[float] = []  # per episode, summed
     step_reward: list[list[float]] = []  # per episode, per step
-    components: dict[str, list[float]] = {}  # per episode, mean per step
-    component_thirds: dict[str, list[float]] = {}  # mean over each third of the episodes' steps
+    # Each component's mean per step: per episode, and over each third of the episodes' steps.
+    components: Annotated[dict[ComponentName, list[float]], Field(max_length=MAX_COMPONENTS)] = {}
+    component_thirds: Annotated[dict[ComponentName, list[float]], Field(max_length=MAX_COMPONENTS)] = {}
     nonfinite: int = 0  # steps whose reward was NaN or infinite (zeroed above)
 
 
 class WarmResult(BaseModel):
     kind: Literal["warm"] = "warm"
     ok: bool
-    error: str = ""
+    error: ErrorText = ""
     seconds: float = 0.0
 
 

@@ -21,6 +21,8 @@ import torch
 
 from . import program as prog
 from .schemas import (
+    MAX_COMPONENTS,
+    MAX_ERROR_CHARS,
     AnalyzeJob,
     AnalyzeResult,
     EpisodeStats,
@@ -37,7 +39,6 @@ from .schemas import (
 )
 from .state import state_pair
 
-MAX_COMPONENTS = 32
 MAX_EPISODE_STEPS = 10_000
 
 
@@ -176,7 +177,7 @@ def _write_result(workdir: Path, result) -> None:
 def _error_text(exc: BaseException) -> str:
     """The traceback lines that point into the program, then the error: what a designer can fix."""
     if isinstance(exc, ProgramError):
-        return str(exc)
+        return str(exc)[-MAX_ERROR_CHARS:]
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<")]
     lines = [f"  line {f.lineno}, in {f.name}: {f.line or ''}".rstrip() for f in frames[-3:]]
     return "\n".join(lines + [f"{type(exc).__name__}: {exc}"])[-2000:]

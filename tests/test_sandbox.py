@@ -30,7 +30,7 @@ from reward_designer.sandbox import (
     sanitize_workdir,
 )
 from reward_designer.sandbox import environment, layers, namespaces
-from reward_designer.sandbox.runner import _Tail
+from reward_designer.sandbox.runner import _remove_tree, _Tail
 from reward_designer.state import state_pair
 
 SNIPPETS = Path(__file__).parent / "adversarial"
@@ -111,12 +111,15 @@ def test_a_folder_tree_deeper_than_the_recursion_limit_is_sanitized_not_a_crash(
                 os.chdir("a")
             os.symlink("/etc/passwd", "result.json")
     """
-    for _ in range(2):
-        out = snippet(tmp_path, code)
-        assert out.returncode == 0, out.stderr_tail
-    deep = tmp_path / "work" / Path(*["a"] * 1500)
-    assert deep.is_dir() and not os.path.lexists(deep / "result.json")
-    assert not (tmp_path / "work" / ".tmp").exists()  # the TMPDIR used without bubblewrap is gone
+    try:
+        for _ in range(2):
+            out = snippet(tmp_path, code)
+            assert out.returncode == 0, out.stderr_tail
+        deep = tmp_path / "work" / Path(*["a"] * 1500)
+        assert deep.is_dir() and not os.path.lexists(deep / "result.json")
+        assert not (tmp_path / "work" / ".tmp").exists()  # the TMPDIR used without bubblewrap is gone
+    finally:
+        _remove_tree(tmp_path / "work")  # pytest's clean-up of old temporary folders recurses too
 
 
 def test_read_output_refuses_links_and_fifos(tmp_path):

@@ -18,7 +18,14 @@ from reward_designer.sandbox import Limits
 from reward_designer.schemas import FitnessSpec, TrainJob
 from reward_designer.trainer import read_progress
 from reward_designer.vecsim import make_vecsim
-from reward_designer.worker import MAX_COMPONENTS, MAX_EPISODE_STEPS, ProgramError, StepReward, _error_text
+from reward_designer.worker import (
+    MAX_COMPONENTS,
+    MAX_EPISODE_STEPS,
+    ProgramError,
+    StepReward,
+    _error_text,
+    check_output,
+)
 
 N = 4
 
@@ -151,6 +158,28 @@ def test_the_training_log_is_read_from_its_end(tmp_path):
     rows = read_progress(log, max_bytes=1000)  # cuts a line: it is skipped
     assert rows and rows[-1]["global_step"] == 64 * 999
     assert [r["global_step"] for r in rows] == list(range(64 * (1000 - len(rows)), 64 * 1000, 64))
+
+
+# --------------------------------------------------------------- results, as the parent reads them back
+def test_a_result_the_program_wrote_is_bounded_before_it_reaches_records_and_prompts(tmp_path):
+    from reward_designer.jobs import read_result
+    from reward_designer.schemas import MAX_ERROR_CHARS
+
+    def forged(**result):
+        (tmp_path / "result.json").write_text(json.dumps({"result": result}))
+        return read_result(tmp_path)
+
+    long = forged(kind="probe", ok=False, error="x" * 10**6 + "the end")
+    assert len(long.error) == MAX_ERROR_CHARS and long.error.endswith("the end")
+    for bad in ({"kind": "probe", "ok": True, "ms_per_call": float("nan")},
+                {"kind": "probe", "ok": True, "components": {f"c{i}": 0.0 for i in range(MAX_COMPONENTS + 1)}},
+                {"kind": "reward_eval", "ok": True, "components": {"x" * 65: [0.0]}}):
+        with pytest.raises(ValueError):
+            forged(**bad)
+    big_type = type("A" * 10**5, (), {})()  # a program cannot build one (no classes, no type()); still capped
+    with pytest.raises(ProgramError) as info:
+        check_output(big_type, 4)
+    assert len(_error_text(info.value)) <= MAX_ERROR_CHARS
 
 
 # --------------------------------------------------------------- jobs, in the sandbox
