@@ -51,13 +51,17 @@ class Peer:
         self.on_message = on_message  # anything but READY from the other side
         self.calls = 0
 
-    def average(self, grad: np.ndarray, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``grad`` (flat) and ``stats`` averaged with the other process's: new arrays."""
+    def average(self, grad: np.ndarray, stats: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+        """``grad`` (flat) and ``stats``, means over this side's ``share`` of a minibatch, and the other
+        side's, averaged into the whole minibatch's means: new arrays."""
         # Two buffers each, alternating: the other side may still be reading the last one.
         mine, theirs = self.mine[self.calls % 2], self.theirs[self.calls % 2]
         self.calls += 1
         n = grad.shape[0]
         mine[:n], mine[n:] = grad, stats
+        # Each side's weight is twice its share: 1 for even halves (which this leaves bit for bit as
+        # they were), 34/33 and 32/33 for the halves of a minibatch of 33.
+        mine *= 2 * share
         self.twin.send(READY)
         while (msg := self.twin.read(1)) != READY:
             self.on_message(msg)

@@ -31,6 +31,15 @@ ARRAY_ACTIVATIONS = {
 }
 
 
+def torch_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device, a CUDA one with its index. Plain "cuda" is the current CUDA device,
+    which tensors made there report as cuda:N; torch.device("cuda") compares unequal to that."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def array_activation(name: str, xp) -> tuple:
     """``name``'s (function, derivative from the output) on ``xp``'s arrays (numpy or torch)."""
     fn, grad = ARRAY_ACTIVATIONS[name]

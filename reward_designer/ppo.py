@@ -35,7 +35,8 @@ from gymnasium.spaces import Box
 from threadpoolctl import threadpool_limits
 
 from reward_designer.forked_learner import ForkedLearner
-from reward_designer.policy import HALF_LOG_2PI, ArrayNets, Policy, array_activation, mlp_backward, mlp_forward
+from reward_designer.policy import (HALF_LOG_2PI, ArrayNets, Policy, array_activation, mlp_backward, mlp_forward,
+                                    torch_device)
 from reward_designer.vecsim import cpu_cores
 
 RewardFn = Callable[[dict, dict, torch.Tensor, np.ndarray], torch.Tensor]
@@ -75,6 +76,12 @@ class PPOConfig:
     device: str = "cpu"
     torch_threads: int = 1  # per process: the other core steps the simulator's second slab
     fork_learner: bool = True  # split each minibatch with a forked twin when there is a second core
+
+    def __post_init__(self):
+        # Zero of any of these trains nothing, or fails deep inside an update.
+        for name in ("total_steps", "num_steps", "num_minibatches", "update_epochs"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "PPOConfig":
@@ -193,7 +200,7 @@ class Collector:
         self.ret_rms = RunningMeanStd()
         self.obs_rms = RunningMeanStd((self.obs_dim,), *policy.obs_stats())
         if self.on_device:
-            if torch.device(sim.device) != self.device:
+            if torch_device(sim.device) != self.device:
                 raise ValueError(f"the simulator is on {sim.device} and the policy on {self.device}: "
                                  "give both the same device")
             self.xp = torch
@@ -402,7 +409,7 @@ def update(policy: Policy, optimizer: FlatAdam, data: Batch, cfg: PPOConfig,
     if on_cpu:
         data = Batch(*(t.numpy() for t in data))
     batch = data.advantages.shape[0]
-    minibatch = max(1, batch // cfg.num_minibatches)
+    minibatch = batch // cfg.num_minibatches
     rank, world = (peer.rank, 2) if peer is not None else (0, 1)
     net = ArrayNets.of(optimizer.views(optimizer.params))
     flat_grad = optimizer.params * 0
@@ -424,7 +431,7 @@ def update(policy: Policy, optimizer: FlatAdam, data: Batch, cfg: PPOConfig,
             stats = xp.stack(ppo_gradient(net, grad, mb, cfg, policy.arch["activation"], xp))
             g = flat_grad
             if peer is not None:
-                g, stats = peer.average(g, stats)
+                g, stats = peer.average(g, stats, len(idx) / minibatch)
             approx_kl = stats[3]
             if cfg.desired_kl is not None:  # this minibatch's KL sizes its own step
                 kl = float(approx_kl)
@@ -440,7 +447,7 @@ def update(policy: Policy, optimizer: FlatAdam, data: Batch, cfg: PPOConfig,
             break
     var_ret = float(data.returns.var())
     explained = float("nan") if var_ret == 0 else 1.0 - float((data.returns - data.values).var()) / var_ret
-    return {**dict(zip(names, (sums / max(steps, 1)).tolist())), "explained_variance": explained}
+    return {**dict(zip(names, (sums / steps).tolist())), "explained_variance": explained}
 
 
 def check_spaces(observation_space, action_space) -> None:
@@ -463,7 +470,7 @@ def make_policy(sim, cfg: PPOConfig) -> Policy:
             # Without normalisation training feeds the nets raw observations, unclipped: so must acting.
             log_std_init=cfg.log_std_init, obs_clip=cfg.obs_clip if cfg.norm_obs else float("inf"),
         )
-    return policy.to(cfg.device)
+    return policy.to(torch_device(cfg.device))
 
 
 class Learner:
@@ -527,9 +534,19 @@ def train(sim, cfg: PPOConfig, reward_fn: RewardFn | None = None,
 
 def _train(sim, cfg: PPOConfig, reward_fn: RewardFn | None, on_iteration: Callable[[dict], None] | None,
            learner: Learner | ForkedLearner) -> Policy:
+    batch = cfg.num_steps * sim.num_envs
+    # Advantages are normalized over a minibatch, and each process's part of it needs 2 samples:
+    # one sample's advantage normalizes to 0 and gives no gradient, an empty part a division by zero.
+    forked = isinstance(learner, ForkedLearner)
+    need = 4 if forked else 2
+    if batch // cfg.num_minibatches < need:
+        raise ValueError(
+            f"num_minibatches={cfg.num_minibatches} cuts a batch of {batch} samples ({sim.num_envs} envs x "
+            f"{cfg.num_steps} steps) into minibatches of {batch // cfg.num_minibatches}, under the {need} a "
+            f"minibatch needs{' (2 for each of the two processes that share it)' if forked else ''}: "
+            "lower num_minibatches or raise num_steps")
     policy = learner.policy
     collector = Collector(sim, policy, cfg, reward_fn)
-    batch = cfg.num_steps * sim.num_envs
     iterations = max(1, cfg.total_steps // batch)
     recent_returns, recent_lengths = deque(maxlen=100), deque(maxlen=100)  # env-reward episodes
     episodes = 0

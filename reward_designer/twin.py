@@ -12,6 +12,7 @@ dies with its parent (PR_SET_PDEATHSIG).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -90,11 +91,17 @@ class Twin:
                 pass
             return 1
 
+    def _check_open(self) -> None:
+        if self.send_fd < 0:
+            raise RuntimeError("this twin is closed")
+
     def send(self, data: bytes) -> None:
+        self._check_open()
         os.write(self.send_fd, data)
 
     def read(self, n: int) -> bytes:
         """Exactly ``n`` bytes, or fewer if the other side closed its end."""
+        self._check_open()
         out = b""
         while len(out) < n:
             chunk = os.read(self.recv_fd, n - len(out))
@@ -128,12 +135,13 @@ class Twin:
 
     def close(self) -> None:
         """End the twin and wait for it. No signal: a confined process may not send one.
-        Its next read of the pipe, idle or mid-request, sees the end and it exits."""
-        for fd in (self.send_fd, self.recv_fd):
-            _PARENT_ENDS.discard(fd)
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        Its next read of the pipe, idle or mid-request, sees the end and it exits.
+        Closing again does nothing: by then the fd numbers may be another file's."""
+        fds, self.send_fd, self.recv_fd = (self.send_fd, self.recv_fd), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                _PARENT_ENDS.discard(fd)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         if self.pid:
             self._reap()

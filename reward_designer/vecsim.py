@@ -19,7 +19,8 @@ Two backends behind one interface (``make_vecsim``):
   waited, so this process, which also does the caller's work between
   ``send`` and ``recv``, steps fewer envs the more of that work there is.
 * ``"gym"``: gymnasium's ``SyncVectorEnv`` (same-step autoreset), for any other
-  registered env; its snapshot holds only ``obs``.
+  registered env, and for a MuJoCo env whose entry point adds wrappers of its
+  own (the slab stepper would drop them); its snapshot holds only ``obs``.
 
 ``step(actions)`` is ``send(actions)`` then ``recv()``: between the two the
 twins are stepping their slabs and the caller is free (the trainer computes the
@@ -33,9 +34,11 @@ sees the true last state.
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import time
+import weakref
 from typing import Callable, NamedTuple
 
 import gymnasium as gym
@@ -53,6 +56,7 @@ from reward_designer.mjlog import route_mujoco_warnings
 from reward_designer.twin import Twin, shared_array
 
 route_mujoco_warnings()  # before any env is made here or in a forked twin
+log = logging.getLogger(__name__)
 
 # A slab twin's requests (RESET carries an 8-byte seed) and its answer.
 _STEP, _RESET, _EXPORT, _IMPORT, _DONE = b"s", b"r", b"x", b"i", b"d"
@@ -83,6 +87,23 @@ def cpu_cores() -> int:
 
 def _make(env_id: str, env_kwargs: dict | None) -> gym.Env:
     return gym.make(env_id, **(env_kwargs or {}))
+
+
+# The wrappers gym.make puts around every env (gymnasium 1.x): the env checker and the call-order
+# check, which change no step, and the time limit, which the steppers here apply themselves. They step
+# ``env.unwrapped``: any other wrapper (an entry point's, a spec's additional_wrappers) would be dropped.
+_MAKE_WRAPPERS = (gym.wrappers.PassiveEnvChecker, gym.wrappers.OrderEnforcing, gym.wrappers.TimeLimit)
+
+
+def _extra_wrappers(env: gym.Env) -> list[str]:
+    """Names of the wrappers around ``env`` other than gym.make's own (each of those once)."""
+    extra, seen = [], set()
+    while isinstance(env, gym.Wrapper):
+        if type(env) not in _MAKE_WRAPPERS or type(env) in seen:
+            extra.append(type(env).__name__)
+        seen.add(type(env))
+        env = env.env
+    return extra
 
 
 # ------------------------------------------------------- vectorized kernels
@@ -293,6 +314,9 @@ class MujocoVecSim(SimBase):
     def __init__(self, env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | None = None,
                  workers: int | None = None, on_fork: Callable[[], None] | None = None):
         wrapped = [_make(env_id, env_kwargs) for _ in range(num_envs)]
+        if wrappers := _extra_wrappers(wrapped[0]):
+            raise ValueError(f"{env_id} is wrapped in {', '.join(wrappers)}, which the 'mujoco' backend "
+                             "would drop: use the 'gym' backend")
         self.max_episode_steps = wrapped[0].spec.max_episode_steps if wrapped[0].spec else None
         self.envs = [w.unwrapped for w in wrapped]
         e0 = self.envs[0]
@@ -332,7 +356,10 @@ class MujocoVecSim(SimBase):
             self._handoff = shared_array((n, mujoco.mj_stateSize(e0.model, _MJ_STATE)))
             self._handoff_rng = shared_array((n, 6), np.uint64)
         self._twins: list[Twin] = []
+        # A sim dropped without close() must not leave its twins running, holding their pipes.
+        self._close_twins = weakref.finalize(self, _close_all, self._twins, os.getpid())
         self._in_flight = False
+        self._unusable: str | None = None  # why every later request is refused
         try:
             for j in range(1, workers):
                 self._twins.append(Twin(lambda twin, j=j: self._serve(twin, j), on_fork))
@@ -428,25 +455,38 @@ class MujocoVecSim(SimBase):
             self._reset_env(i)
 
     def _idle(self) -> None:
+        if self._unusable:
+            raise RuntimeError(self._unusable)
         if self._in_flight:
             raise RuntimeError("a step is in flight: recv() it first")
 
+    def _each_twin(self, talk: Callable[[Twin], None]) -> None:
+        """``talk(twin)`` for every twin. Cut short (Ctrl-C, a twin's death), it may leave a request
+        unsent or an answer unread, which the next request would take for its own: so the twins are
+        closed and the sim refuses every later request."""
+        try:
+            for twin in self._twins:
+                talk(twin)
+        except BaseException:
+            self._unusable = ("this simulator's twin processes were closed when a request to them was cut "
+                              "short (by the error raised then): make a new simulator")
+            self._close_twins()
+            raise
+
     def _ask(self, request: bytes) -> None:
         """``request`` to every twin; the caller has checked ``_idle``."""
-        for twin in self._twins:
-            twin.send(request)
+        self._each_twin(lambda twin: twin.send(request))
         self._in_flight = True
 
     def _answer(self, here: Callable[[int], None]) -> None:
         """``here(0)`` for this process's slab, then wait for the twins' answers to the request in flight."""
-        if not self._in_flight:
-            raise RuntimeError("no step in flight: send() actions first")
+        if self._unusable or not self._in_flight:
+            raise RuntimeError(self._unusable or "no step in flight: send() actions first")
         self._in_flight = False
         try:
             here(0)
         finally:  # an error here still takes the twins' answers: the next request must not read them
-            for twin in self._twins:
-                twin.expect(_DONE)
+            self._each_twin(lambda twin: twin.expect(_DONE))
 
     # --------------------------------------------------------------- the API
     def _snapshot(self, flat: np.ndarray, obs: np.ndarray) -> dict[str, np.ndarray]:
@@ -534,11 +574,18 @@ class MujocoVecSim(SimBase):
                        self._snapshot(self._after.copy(), self._final_obs.copy()))
 
     def close(self) -> None:
-        for twin in self._twins:
-            twin.close()
-        self._twins = []
+        self._unusable = "this simulator is closed"
+        self._close_twins()
         for e in self.envs:
             e.close()
+
+
+def _close_all(twins: list[Twin], owner: int) -> None:
+    # A process forked later (a learner's twin) may collect its copy of the sim: the twins are not its
+    # children, and it closed their pipes' fds at the fork, whose numbers may now be its own files'.
+    if os.getpid() == owner:
+        for twin in twins:
+            twin.close()
 
 
 class GymVecSim(SimBase):
@@ -592,8 +639,8 @@ def make_vecsim(env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | No
                 on_fork: Callable[[], None] | None = None, device: str | None = None) -> VecSim:
     """A batched simulator for ``env_id``.
 
-    ``backend``: "auto" (MuJoCo envs get the slab stepper, others gymnasium's
-    vector env), "mujoco", "gym", or "warp" (``warpsim.WarpVecSim``: one MuJoCo
+    ``backend``: "auto" (MuJoCo envs get the slab stepper, others and wrapped
+    MuJoCo envs gymnasium's vector env), "mujoco", "gym", or "warp" (``warpsim.WarpVecSim``: one MuJoCo
     Warp batch on ``device``, its arrays torch tensors there). ``workers``:
     slabs of envs stepped at once by the MuJoCo backend, this process and
     ``workers - 1`` forked twins (default: one per available core); ``on_fork``
@@ -601,8 +648,12 @@ def make_vecsim(env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | No
     """
     if backend == "auto":
         probe = _make(env_id, env_kwargs)
-        backend = "mujoco" if isinstance(probe.unwrapped, gym.envs.mujoco.MujocoEnv) else "gym"
+        is_mujoco, wrappers = isinstance(probe.unwrapped, gym.envs.mujoco.MujocoEnv), _extra_wrappers(probe)
         probe.close()
+        if is_mujoco and wrappers:
+            log.info("%s is wrapped in %s: stepped through gymnasium's vector env, which keeps what they do",
+                     env_id, ", ".join(wrappers))
+        backend = "mujoco" if is_mujoco and not wrappers else "gym"
     if backend == "mujoco":
         return MujocoVecSim(env_id, num_envs, seed, env_kwargs, workers, on_fork)
     if backend == "gym":

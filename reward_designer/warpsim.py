@@ -26,7 +26,8 @@ from __future__ import annotations
 import torch
 
 from reward_designer import state as st
-from reward_designer.vecsim import KERNELS, MJ_KEYS, SimBase, StepOut, _make
+from reward_designer.policy import torch_device
+from reward_designer.vecsim import KERNELS, MJ_KEYS, SimBase, StepOut, _extra_wrappers, _make
 
 
 def _warp():
@@ -47,6 +48,9 @@ class WarpVecSim(SimBase):
                  device: str | torch.device | None = None):
         wp, mjw = _warp()
         wrapped = _make(env_id, env_kwargs)
+        if wrappers := _extra_wrappers(wrapped):
+            raise ValueError(f"the 'warp' backend steps the MuJoCo env itself; {env_id} is wrapped in "
+                             f"{', '.join(wrappers)}, which it would drop")
         self.max_episode_steps = wrapped.spec.max_episode_steps if wrapped.spec else None
         env = self._env = wrapped.unwrapped
         kernel = KERNELS.get(type(env))
@@ -54,12 +58,13 @@ class WarpVecSim(SimBase):
             raise ValueError(f"the 'warp' backend runs the standard gymnasium MuJoCo envs "
                              f"({', '.join(k.__name__ for k in KERNELS)}); {env_id} is a {type(env).__name__}")
         self.kernel = kernel(env, xp=torch)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if self.device.type not in ("cpu", "cuda"):
-            raise ValueError(f"the 'warp' backend runs on 'cpu' or 'cuda', not {self.device.type!r}")
-        if self.device.type == "cuda" and not torch.cuda.is_available():
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"the 'warp' backend runs on 'cpu' or 'cuda', not {device.type!r}")
+        if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda': no CUDA device is available here")
-        self._wp_device = "cpu" if self.device.type == "cpu" else f"cuda:{self.device.index or 0}"
+        self.device = torch_device(device)  # indexed, as the policy's tensors on it report it
+        self._wp_device = str(self.device)  # "cpu" or "cuda:<index>"
         self.num_envs, self._seed = num_envs, seed
         self.observation_space, self.action_space = env.observation_space, env.action_space
         self.layout = st.layout_from_model(env.model)

@@ -5,9 +5,12 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+from gymnasium.spaces import Box
 
 from reward_designer.forked_learner import ForkedLearner
 from reward_designer.ppo import Batch, Collector, Learner, PPOConfig, compute_gae, make_learner, make_policy, train
@@ -42,6 +45,49 @@ def test_forked_and_inline_learners_compute_the_same_update():
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     finally:
         forked.close()
+        sim.close()
+
+
+@needs_two_cores
+@pytest.mark.parametrize("num_envs, num_steps", [(3, 11), (1, 5)])  # halves of 17 and 16, of 3 and 2
+def test_forked_and_inline_learners_compute_the_same_update_on_odd_minibatches(num_envs, num_steps):
+    # Each half's means are weighted by its share of the minibatch: equal weights would
+    # overweight the smaller half. Advantages that grow across the batch make the halves differ.
+    cfg = PPOConfig(num_envs=num_envs, num_steps=num_steps, num_minibatches=1, update_epochs=2, lr=1e-2,
+                    desired_kl=None, anneal_lr=False)
+    sim = SimpleNamespace(num_envs=num_envs, observation_space=Box(-np.inf, np.inf, (5,)),
+                          action_space=Box(-1.0, 1.0, (2,)))
+    b = num_envs * num_steps
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(b, generator=g)
+    advantages = torch.randn(b, generator=g) + torch.linspace(0, 5, b)
+    logp = -2.0 + 0.3 * torch.randn(b, generator=g)
+    data = Batch(torch.randn(b, 5, generator=g), torch.randn(b, 2, generator=g), logp, values, advantages,
+                 values + advantages)
+    inline, forked = Learner(make_policy(sim, cfg), cfg), make_learner(sim, cfg)
+    assert isinstance(forked, ForkedLearner)
+    try:
+        got, expected = forked.step(data, None), inline.step(data, None)
+    finally:
+        forked.close()
+    for k in expected:
+        assert got[k] == pytest.approx(expected[k], rel=1e-4, abs=1e-6), k
+    for p, q in zip(forked.policy.parameters(), inline.policy.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+@needs_two_cores
+def test_a_forked_learner_is_refused_minibatches_under_two_samples_per_process():
+    cfg = PPOConfig(num_envs=2, num_steps=4, num_minibatches=4, total_steps=8)  # minibatches of 2: 1 per process
+    sim = make_vecsim("HalfCheetah-v5", cfg.num_envs, seed=0, workers=1)
+    learner = make_learner(sim, cfg)
+    assert isinstance(learner, ForkedLearner)
+    try:
+        with pytest.raises(ValueError, match=r"minibatches of 2, under the 4 a minibatch needs \(2 for each of the "
+                                             r"two processes that share it\)"):
+            train(sim, cfg, learner=learner)
+        assert learner.twin.pid == 0  # closed by train
+    finally:
         sim.close()
 
 

@@ -1,11 +1,13 @@
 """PPO: GAE, truncation bootstrap, the reward_fn contract, seeding, learning, checkpoints."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from gymnasium.spaces import Box
 
-from reward_designer.policy import ArrayNets, Policy
+from reward_designer.policy import ArrayNets, Policy, torch_device
 from reward_designer.ppo import Batch, Collector, FlatAdam, Learner, PPOConfig, compute_gae, make_policy, ppo_gradient, train
 from reward_designer.presets import PRESETS, batch_steps, preset_for
 from reward_designer.vecsim import SimBase, StepOut, make_vecsim
@@ -155,6 +157,42 @@ def test_ppo_learns_a_bandit(device):
     assert abs(float(policy.act(np.ones(2))[0]) - 0.5) < 0.1
     assert stats[-1]["global_step"] == cfg.total_steps and stats[-1]["episodes"] == cfg.total_steps
     assert stats[-1]["episode_return"] > stats[0]["episode_return"]
+
+
+@pytest.mark.parametrize("field", ["total_steps", "num_steps", "num_minibatches", "update_epochs"])
+def test_a_config_that_trains_nothing_is_refused_naming_the_field(field):
+    with pytest.raises(ValueError, match=f"^{field} must be at least 1, got 0$"):
+        PPOConfig.from_dict({field: 0})
+
+
+def test_minibatches_too_small_to_learn_from_are_refused_before_training():
+    # One sample per minibatch: its normalized advantage is 0, and the policy would never move.
+    cfg = PPOConfig(total_steps=64, num_steps=1, num_minibatches=64, fork_learner=False)
+    with pytest.raises(ValueError, match=r"^num_minibatches=64 cuts a batch of 64 samples \(64 envs x 1 steps\) "
+                                         r"into minibatches of 1, under the 2 a minibatch needs: lower"):
+        train(Bandit(), cfg)
+    train(Bandit(), PPOConfig(total_steps=64, num_steps=1, num_minibatches=32, fork_learner=False))  # 2: enough
+
+
+def test_plain_cuda_is_the_current_cuda_device_with_its_index(monkeypatch):
+    # --device cuda: tensors made there report cuda:N, N the current device, and torch.device("cuda")
+    # compares unequal to that. No GPU needed: the current device is stubbed.
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert torch_device("cuda") == torch_device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert torch_device("cuda:0") == torch.device("cuda", 0) and torch_device("cpu") == torch.device("cpu")
+    sim = SimpleNamespace(num_envs=2, observation_space=Box(-np.inf, np.inf, (3,)), action_space=Box(-1.0, 1.0, (1,)),
+                          device=torch.device("cuda"))  # as WarpVecSim kept --device cuda
+
+    def policy_on(device):
+        return SimpleNamespace(obs_mean=SimpleNamespace(device=device),
+                               obs_stats=lambda: (np.zeros(3), np.ones(3), 1e-4))
+
+    with pytest.raises(ValueError, match="same device"):
+        Collector(sim, policy_on(torch.device("cuda", 0)), PPOConfig(), None)  # another GPU
+    # Past the device check, the collector fails at its first use of CUDA (none here) or of the stubs.
+    with pytest.raises(Exception) as past_the_check:
+        Collector(sim, policy_on(torch.device("cuda", 1)), PPOConfig(), None)
+    assert "same device" not in str(past_the_check.value)
 
 
 def test_policy_saves_weights_without_pickle(tmp_path):

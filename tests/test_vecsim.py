@@ -1,5 +1,7 @@
 """The batched simulator against gymnasium, step for step, on the same actions."""
 
+import gc
+import logging
 import os
 import select
 import signal
@@ -10,9 +12,11 @@ import time
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
+from gymnasium.envs.registration import EnvSpec
 
 from reward_designer import state as st
-from reward_designer.twin import TwinDied
+from reward_designer.twin import Twin, TwinDied
 from reward_designer.vecsim import BALANCE_EVERY, GymVecSim, MujocoVecSim, make_vecsim
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -105,6 +109,27 @@ def test_fallback_on_pendulum():
     assert set(sim.physics()) == {"obs"}
     out = sim.step(np.zeros((3, 1)))
     assert out.physics["obs"].shape == (3, 3)
+
+
+def scaled_hopper(**kwargs):
+    """A registered task's own Hopper: its entry point scales the reward and the observation."""
+    env = gym.wrappers.TransformReward(HopperEnv(**kwargs), lambda r: 10.0 * r)
+    return gym.wrappers.TransformObservation(env, lambda o: 0.5 * o, env.observation_space)
+
+
+def test_a_mujoco_env_wrapped_by_its_entry_point_keeps_its_wrappers(monkeypatch, caplog):
+    # Stepping the env under the wrappers, as the slab stepper does, would drop what they do.
+    spec = EnvSpec("ScaledHopper-v0", entry_point=scaled_hopper, max_episode_steps=1000)
+    monkeypatch.setitem(gym.envs.registry, spec.id, spec)
+    with caplog.at_level(logging.INFO, logger="reward_designer.vecsim"):
+        sim = make_vecsim(spec.id, 2)
+    sim.close()
+    assert isinstance(sim, GymVecSim)
+    assert "ScaledHopper-v0 is wrapped in TransformObservation, TransformReward" in caplog.text
+    terminations, _ = lockstep(spec.id)
+    assert terminations > 0
+    with pytest.raises(ValueError, match="TransformReward, which the 'mujoco' backend would drop"):
+        make_vecsim(spec.id, 2, backend="mujoco")
 
 
 def run_sim(workers: int, env_id: str = "Hopper-v5", steps: int = 80, splits: list | None = None) -> list:
@@ -232,6 +257,56 @@ def test_an_env_that_raises_here_leaves_the_twins_in_step(monkeypatch):
         assert select.select([sim._twins[0].recv_fd], [], [], 0.5)[0] == []
     finally:
         sim.close()
+
+
+def test_a_request_to_the_twins_cut_short_stops_the_sim(monkeypatch):
+    # Ctrl-C while waiting for a twin, caught (as a notebook does): the twin's answer to that step is
+    # still to come, and the next request would take it for its own. The sim must refuse instead.
+    def interrupted(self, msg):
+        raise KeyboardInterrupt
+
+    sim = make_vecsim("HalfCheetah-v5", 4, seed=0, workers=2)
+    try:
+        sim.reset()
+        pid = sim._twins[0].pid
+        with monkeypatch.context() as m:
+            m.setattr(Twin, "expect", interrupted)  # in this process only: the twin is forked already
+            with pytest.raises(KeyboardInterrupt):
+                sim.step(np.zeros((4, 6)))
+        for use in (sim.reset, sim.physics, lambda: sim.step(np.zeros((4, 6))), sim.recv):
+            with pytest.raises(RuntimeError, match="make a new simulator"):
+                use()
+        with pytest.raises(ChildProcessError):  # the twin was ended and reaped
+            os.waitpid(pid, os.WNOHANG)
+    finally:
+        sim.close()
+
+
+def test_a_sim_dropped_without_close_ends_its_twins():
+    sim = make_vecsim("HalfCheetah-v5", 2, workers=2)
+    pid = sim._twins[0].pid
+    del sim
+    gc.collect()
+    with pytest.raises(ChildProcessError):  # ended and reaped, not left running
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_closing_a_twin_twice_leaves_alone_the_files_that_took_its_fds():
+    twin = Twin(lambda twin: twin.read(1))
+    old = {twin.send_fd, twin.recv_fd}
+    twin.close()
+    files = [os.open(os.devnull, os.O_RDONLY) for _ in range(32)]  # the lowest free numbers: the twin's among them
+    try:
+        assert old <= set(files)
+        twin.close()
+        for fd in files:
+            os.fstat(fd)  # still open
+        for use in (lambda: twin.send(b"s"), lambda: twin.read(1)):
+            with pytest.raises(RuntimeError, match="twin is closed"):
+                use()
+    finally:
+        for fd in files:
+            os.close(fd)
 
 
 def test_closing_one_of_several_twins_does_not_wait_on_the_others():

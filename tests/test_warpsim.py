@@ -8,6 +8,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
+from gymnasium.envs.registration import EnvSpec
 
 from reward_designer import state as st
 from reward_designer.ppo import Collector, PPOConfig, make_policy, train
@@ -106,6 +108,11 @@ def test_refuses_what_it_cannot_run(monkeypatch):
             warp_sim("Hopper-v5", 2, device="cuda")
     with pytest.raises(ValueError, match="standard gymnasium MuJoCo envs"):
         warp_sim("InvertedPendulum-v5", 2)  # no vecsim kernel: its own step()
+    spec = EnvSpec("ScaledHopper-v0", max_episode_steps=1000,
+                   entry_point=lambda **kw: gym.wrappers.TransformReward(HopperEnv(**kw), lambda r: 10.0 * r))
+    monkeypatch.setitem(gym.envs.registry, spec.id, spec)
+    with pytest.raises(ValueError, match="wrapped in TransformReward, which it would drop"):
+        warp_sim(spec.id, 2)  # a Hopper, but its reward is the wrapper's
     with pytest.raises(ValueError, match="MuJoCo Warp cannot simulate Humanoid-v5"):
         warp_sim("Humanoid-v5", 2)  # its PGS solver
     sim = warp_sim("Hopper-v5", 2)
