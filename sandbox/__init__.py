@@ -12,8 +12,9 @@ Layers, outermost first (``doctor()`` says which are active here):
    open files, processes, no core dumps (``rlimits.py``); a worker on a GPU
    gets a resident-memory limit, polled, instead of the address-space one,
    which CUDA cannot start under (``Limits.address_space``);
-5. seccomp, applied by the worker itself after its imports
-   (``confine_self()``; ``seccomp.py``).
+5. Landlock and seccomp, applied by the worker itself after its imports
+   (``confine_self()``): a file-system allow-list (``landlock.py``) and a
+   system-call filter (``seccomp.py``).
 
 The parent side is ``run_worker``; the worker calls ``confine_self()``.
 Integrity does not rest on these layers alone: a reward program gets fresh

@@ -15,11 +15,14 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from . import namespaces, seccomp
+from . import landlock, namespaces, seccomp
 from .environment import REQUIRE, STATUS_FD
 from .models import LAYERS, LayerStatus
 
 log = logging.getLogger("reward_designer.sandbox")
+
+
+WORKER_APPLIED = ("landlock", "seccomp")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -34,8 +37,8 @@ class Plan:
 
     @property
     def active(self) -> list[str]:
-        # seccomp is applied by the worker itself; it counts once the worker reports it.
-        return [s.name for s in self.statuses if s.active and s.name != "seccomp"]
+        # The worker applies these itself; they count once it reports them.
+        return [s.name for s in self.statuses if s.active and s.name not in WORKER_APPLIED]
 
     @property
     def missing(self) -> list[LayerStatus]:
@@ -90,6 +93,12 @@ def plan_layers() -> Plan:
         name="rlimits", active=True,
         detail=f"address space, CPU time, file size, open files, no core dumps; {nproc}"))
 
+    abi = landlock.abi_version()
+    statuses.append(LayerStatus(
+        name="landlock", active=abi > 0,
+        detail=f"Landlock ABI {abi}: reads only the system and Python trees and its inputs, writes only its "
+               "own folder; task cards and other processes' /proc files refused" if abi > 0 else
+               "this kernel has no Landlock (Linux 5.13+, enabled in the LSM list)"))
     ok, detail = seccomp.available()
     statuses.append(LayerStatus(name="seccomp", active=ok, detail=detail))
     assert [s.name for s in statuses] == list(LAYERS)
@@ -101,29 +110,37 @@ def doctor() -> list[LayerStatus]:
     return [s.model_copy() for s in plan_layers().statuses]
 
 
-def _apply_seccomp(require: bool | None, who: str) -> bool:
-    """The seccomp filter on this process: True if applied. Missing, it is a warning,
-    or SandboxUnavailable when required (``require`` None: what ``run_worker`` was asked)."""
+def _apply(layer: str, apply, require: bool | None, who: str = "") -> bool:
+    """``apply()`` a layer to this process: True if applied. Missing, it is a warning, or
+    SandboxUnavailable when required (``require`` None: what ``run_worker`` was asked)."""
     if require is None:
         require = os.environ.get(REQUIRE) == "1"
     try:
-        seccomp.apply_filter()
+        apply()
         return True
-    except Exception as e:  # noqa: BLE001 - ImportError, OSError from libseccomp, ...
+    except Exception as e:  # noqa: BLE001 - ImportError, OSError from the kernel or libseccomp, ...
         if require:
-            raise SandboxUnavailable(f"seccomp could not be applied: {e}") from e
-        print(f"reward_designer.sandbox: warning: seccomp not applied{who} ({e})", file=sys.stderr)
+            raise SandboxUnavailable(f"{layer} could not be applied: {e}") from e
+        print(f"reward_designer.sandbox: warning: {layer} not applied{who} ({e})", file=sys.stderr)
         return False
+
+
+def _landlock_from_parent() -> None:
+    spec = os.environ.pop(landlock.FS_RULES, None)
+    if spec is None:
+        raise OSError("the parent passed no rules")
+    landlock.restrict(spec)
 
 
 def confine_self(require: bool | None = None) -> list[str]:
     """Called by a worker after its imports, before it loads untrusted code.
 
-    Applies the seccomp filter and tells the parent (over a pipe it then
+    Applies the Landlock rules and the seccomp filter, and tells the parent (over a pipe it then
     closes) which layers it applied. ``require`` (default: what the parent's
     ``run_worker`` was asked) raises instead of running on unconfined.
     """
-    applied = ["seccomp"] if _apply_seccomp(require, "") else []
+    applied = ["landlock"] if _apply("Landlock", _landlock_from_parent, require) else []
+    applied += ["seccomp"] if _apply("seccomp", seccomp.apply_filter, require) else []
     fd = os.environ.pop(STATUS_FD, None)
     if fd is not None:
         try:
@@ -148,4 +165,4 @@ def confine_forked() -> None:
             pass
     pr_set_dumpable = 4
     ctypes.CDLL(None).prctl(pr_set_dumpable, 0)
-    _apply_seccomp(None, " to a helper")
+    _apply("seccomp", seccomp.apply_filter, None, " to a helper")

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 # The layers, outermost first. `doctor()` reports each; `Outcome.layers` lists those a run had.
-LAYERS = ("process", "namespaces", "unprivileged-uid", "rlimits", "seccomp")
+LAYERS = ("process", "namespaces", "unprivileged-uid", "rlimits", "landlock", "seccomp")
 
 LimitHit = Literal["wall", "cpu", "memory", "file_size", "disk", "seccomp"]
 

@@ -114,8 +114,20 @@ def _python_dirs() -> tuple[str, ...]:
     return tuple(_collapse(d for d in dirs if not _is_within(os.path.realpath(d), SYSTEM_DIRS)))
 
 
+def devices() -> list[str]:
+    """The device files a worker may use: the harmless ones, and the GPU's (bubblewrap's --dev has the same)."""
+    harmless = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
+    return harmless + sorted(d for pattern in GPU_DEVICES for d in glob.glob(pattern))
+
+
+def readable(inputs: Iterable[Path] = ()) -> list[str]:
+    """What a worker may read, as Landlock rules (``landlock.py``): what bubblewrap shows it, read-only."""
+    system = [top for top in SYSTEM_DIRS if os.path.exists(top)]
+    return [*system, *_python_dirs(), *(str(p) for p in inputs), "/sys", "/proc/self", "/proc/driver"]
+
+
 @functools.lru_cache(maxsize=1)
-def _hidden_files() -> tuple[str, ...]:
+def hidden_files() -> tuple[str, ...]:
     """Files in the visible trees a worker must not read: task cards, and /etc's unreadable ones."""
     hidden = []
     for name, patterns in HIDDEN_IN_PACKAGES.items():
@@ -178,7 +190,7 @@ def bwrap_argv(
     for f in ro_files:
         args += ["--ro-bind", f, f]
     args += ["--bind", str(workdir), str(workdir)]
-    for f in _hidden_files():
+    for f in hidden_files():
         if _is_within(f, ro + ["/etc"]) and not _is_within(f, [str(workdir)]):
             # A directory becomes an empty tmpfs; a file, an unreadable device node.
             args += ["--tmpfs", f] if os.path.isdir(f) else ["--ro-bind", "/dev/null", f]

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from . import namespaces
+from . import landlock, namespaces
 from .environment import REQUIRE, STATUS_FD, worker_env
 from .layers import SandboxUnavailable, plan_layers
 from .models import LAYERS, Limits, Outcome
@@ -233,11 +233,14 @@ def run_worker(
     else:
         prefix, tmpdir = [], str(workdir / ".tmp")
         os.makedirs(tmpdir, exist_ok=True)
+    fs_rules = landlock.rules(read_write=[str(workdir), tmpdir], read=namespaces.readable(inputs),
+                              devices=namespaces.devices(), hidden=namespaces.hidden_files())
 
     # confine_self() in the worker writes which layers it applied to this pipe,
     # then closes it: the untrusted code that runs after cannot forge it.
     status_r, status_w = os.pipe()
-    env = worker_env(tmpdir, {**(extra_env or {}), STATUS_FD: str(status_w), REQUIRE: "1" if require else "0"})
+    env = worker_env(tmpdir, {**(extra_env or {}), STATUS_FD: str(status_w), REQUIRE: "1" if require else "0",
+                              landlock.FS_RULES: fs_rules})
     # -P: the run folder is not on sys.path, so a module planted there by an
     # earlier run is never imported by the next worker before it confines itself.
     argv = [*prefix, sys.executable, "-P", "-m", module, str(job_file)]

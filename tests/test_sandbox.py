@@ -279,6 +279,46 @@ def test_without_bubblewrap_it_runs_with_a_warning(tmp_path, monkeypatch, caplog
     assert sum("sandbox layers missing" in r.message for r in caplog.records) == 1
 
 
+@pytest.mark.skipif("landlock" not in ACTIVE, reason="this kernel has no Landlock")
+def test_without_bubblewrap_landlock_keeps_a_program_to_its_folder(tmp_path, monkeypatch):
+    """Without the mounts, the files a worker may touch are Landlock's rules: the security review's
+    programs read the parent's API keys from /proc/PPID/environ, removed files outside the run folder
+    and read the task cards."""
+    import reward_designer.envs
+
+    fake = layers.Plan(statuses=[s.model_copy(update={"active": False}) if s.name == "namespaces" else s
+                                 for s in layers.plan_layers().statuses], bwrap=False)
+    monkeypatch.setattr(sandbox.runner, "plan_layers", lambda: fake)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-canary")
+    (tmp_path / "victim.txt").write_text("precious")
+    card = Path(reward_designer.envs.__path__[0]) / "halfcheetah-run.yaml"
+    out = snippet(tmp_path, f"""
+        import os, json
+        for what, path in [("environ", f"/proc/{{os.getppid()}}/environ"), ("mem", f"/proc/{{os.getppid()}}/mem"),
+                           ("victim", {str(tmp_path / "victim.txt")!r}), ("card", {str(card)!r})]:
+            try:
+                print(what, open(path, "rb").read(100))
+            except OSError as e:
+                print(what, "refused", e.errno)
+        for what, act in [("remove", lambda: os.remove({str(tmp_path / "victim.txt")!r})),
+                          ("write", lambda: open({str(tmp_path / "escaped.txt")!r}, "w"))]:
+            try:
+                act()
+                print(what, "DONE")
+            except OSError as e:
+                print(what, "refused", e.errno)
+        open("mine.txt", "w").write("ok")
+        print("stdlib", len(open(json.__file__).read()) > 0)
+    """)
+    assert out.returncode == 0, out.stderr_tail
+    assert "landlock" in out.layers and "namespaces" in out.missing
+    lines = dict(line.split(" ", 1) for line in out.stdout_tail.splitlines())
+    for what in ("environ", "mem", "victim", "card", "remove", "write"):
+        assert lines[what] == "refused 13", (what, lines[what])
+    assert lines["stdlib"] == "True" and (tmp_path / "work" / "mine.txt").read_text() == "ok"
+    assert (tmp_path / "victim.txt").read_text() == "precious" and not (tmp_path / "escaped.txt").exists()
+
+
 def test_a_worker_that_never_confines_itself_reports_seccomp_missing(tmp_path):
     out = snippet(tmp_path, "print('unconfined')", confine=False)
     assert out.returncode == 0 and "seccomp" in out.missing
@@ -300,7 +340,7 @@ def test_only_the_python_installation_and_own_folder_are_visible(tmp_path):
                 print("WROTE", p)
             except OSError as e:
                 print("refused", e.errno)
-    """)
+    """, confine=False)  # the mounts alone, without Landlock (which would refuse listing /)
     lines = out.stdout_tail.splitlines()
     assert out.returncode == 0, out.stderr_tail
     assert "home" not in lines[0] and "farm" not in lines[0]
@@ -381,9 +421,13 @@ def test_confine_self_requires_when_asked(monkeypatch):
         raise OSError("libseccomp refused")
 
     monkeypatch.setattr(layers.seccomp, "apply_filter", broken)
+    with pytest.raises(SandboxUnavailable, match="Landlock could not be applied: the parent passed no rules"):
+        sandbox.confine_self(require=True)
+    monkeypatch.setattr(layers.landlock, "restrict", lambda spec: None)
+    monkeypatch.setenv(layers.landlock.FS_RULES, "{}")
     with pytest.raises(SandboxUnavailable, match="libseccomp refused"):
         sandbox.confine_self(require=True)
-    assert sandbox.confine_self(require=False) == []
+    assert sandbox.confine_self(require=False) == []  # the rules were taken by the call before
 
 
 # ------------------------------------------------------------------ integrity
