@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU paths in one go, on a machine with a CUDA device and the `warp` and `bench` extras:
+# The GPU paths in one go, on a machine with a CUDA device and the `test` extra (which has warp):
 #   1. the tests' CUDA variants: PPO with its policy on the GPU, MuJoCo Warp against gymnasium,
 #      the collector and PPO on the device, --sim warp trainings and a design run through the
 #      sandbox on the GPU;

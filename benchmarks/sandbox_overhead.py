@@ -64,7 +64,7 @@ def confine_cost() -> float:
     code = ("import time, torch, mujoco, gymnasium\n"
             "from reward_designer.sandbox import confine_self\n"
             "t = time.perf_counter(); confine_self(); print(time.perf_counter() - t)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 

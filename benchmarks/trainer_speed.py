@@ -16,7 +16,7 @@ env construction and process start excluded), on the env's own reward. Rows:
   sb3-tuned         SB3 PPO, 16 envs in a DummyVecEnv, n_steps 128, batch_size 512
 
 Every row runs one torch thread per process, the fastest setting on these
-machines for both sides (FACTS.md). So SB3, which steps its envs and learns in
+machines for both sides (measured before these benchmarks were written). So SB3, which steps its envs and learns in
 one process, uses one core; ours uses both through its own processes (the
 simulator's slab twin, the forked learner). raw mj_step is one core too.
 

@@ -187,7 +187,7 @@ def design(
     llm_critic: Annotated[bool, typer.Option("--llm-critic", help="Also have the LLM review each program against the task.")] = False,
     fix_attempts: Annotated[int, typer.Option(min=0, help="Times a rejected program goes back to the LLM for a fix.")] = 2,
     episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes per trained policy.")] = 5,
-    replay: Annotated[Optional[Path], typer.Option(help="Serve recorded LLM replies from this YAML file instead of a live model.")] = None,
+    replay: Annotated[Optional[Path], typer.Option(help="Serve recorded LLM replies instead of a live model: a YAML file, or a run's llm/calls.jsonl.")] = None,
     require_sandbox: Annotated[bool, typer.Option("--require-sandbox", help="Refuse to run if a sandbox layer is missing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
 ) -> None:

@@ -189,7 +189,7 @@ class State:
 
     ``obs``, ``qpos``, ``qvel``: tensors; ``body(name)``, ``joint(name)``,
     ``site(name)``, ``sensor(name)``: named views; ``prev``: the state one env
-    step earlier (``None`` on the first step); ``dt``: seconds per env step.
+    step earlier (on an episode's first step, the state it was reset to); ``dt``: seconds per env step.
     Tensors are fresh copies: writing into them changes nothing outside.
     """
 

@@ -51,7 +51,7 @@ class Plan:
         if self.missing and not self.warned:
             self.warned = True
             log.warning("sandbox layers missing (untrusted reward code runs less confined): %s. "
-                        "Use --require-sandbox / require=True to refuse instead.", self.missing_text())
+                        "Use --require-sandbox / require_sandbox=True to refuse instead.", self.missing_text())
 
 
 @functools.lru_cache(maxsize=1)
