@@ -135,7 +135,8 @@ def hidden_files() -> tuple[str, ...]:
             roots = importlib.import_module(name).__path__
         except ImportError:
             continue
-        hidden += [f for root in roots for pat in patterns for f in glob.glob(os.path.join(root, pat))]
+        hidden += [f for root in roots for pat in patterns  # in subfolders too, and dot files
+                   for f in glob.glob(os.path.join(root, "**", pat), recursive=True, include_hidden=True)]
     # What an unprivileged user could not read anyway (shadow, private keys):
     # hidden also when the sandbox's uid maps back to its owner.
     for top, dirnames, filenames in os.walk("/etc"):

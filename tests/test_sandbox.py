@@ -440,6 +440,22 @@ def test_state_hands_out_copies():
     assert (physics["obs"] == 1).all() and (physics["qpos"] == 1).all() and (physics["qvel"] == 0).all()
 
 
+def test_task_cards_in_subfolders_and_dot_files_are_hidden_too(tmp_path, monkeypatch):
+    pkg = tmp_path / "cardpkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    for name in ("top.yaml", "sub/deep.yaml", ".dot.yaml"):
+        (pkg / name).write_text("fitness: secret")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(namespaces, "HIDDEN_IN_PACKAGES", {"cardpkg": ("*.yaml",)})
+    namespaces.hidden_files.cache_clear()
+    try:
+        hidden = {os.path.relpath(f, pkg) for f in namespaces.hidden_files() if f.startswith(str(pkg))}
+    finally:
+        namespaces.hidden_files.cache_clear()
+    assert hidden == {"top.yaml", "sub/deep.yaml", ".dot.yaml"}
+
+
 def test_bwrap_argv_hides_task_cards_and_makes_parents_traversable(tmp_path):
     if namespaces.bwrap_path() is None:
         pytest.skip("bubblewrap is not installed")
