@@ -73,7 +73,7 @@ for top, dirs, files in os.walk('@CHECKOUT@'):
             print('denied', f, e)
 """), lint=True, expect="contained", needs=NS),
     Hostile("task_card_via_alias", "import numpy as np\nm = np\n" + _entry("""
-raw = m.fromfile('@CHECKOUT@/envs/halfcheetah-run.yaml', dtype=m.uint8)
+raw = m.memmap('@CHECKOUT@/envs/halfcheetah-run.yaml', dtype=m.uint8, mode='r')
 raise ValueError(bytes(raw.tolist()).decode())
 """), lint=False, expect="error", match="PermissionError|FileNotFoundError", needs=NS),
     Hostile("read_other_run", _entry("""
