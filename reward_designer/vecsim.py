@@ -296,7 +296,9 @@ class SimBase:
 
     ``step`` is ``send`` then ``recv``; between them the caller may do other
     work while the simulator steps (the trainer settles the previous step's
-    reward there).
+    reward there). ``reset(seed)`` seeds env i with seed + i; without a seed it
+    reseeds with the one given at construction (unlike gymnasium, whose
+    unseeded reset goes on from the RNG's state), so it repeats the same starts.
     """
 
     def step(self, actions: np.ndarray) -> StepOut:
