@@ -89,6 +89,11 @@ FORBIDDEN_ATTRS = {
     "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "ag_frame", "ag_code",
     "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "f_trace",
     "tb_frame", "tb_next", "co_code", "co_consts",
+    # The standard library's process, file and interpreter modules, by the name any object may
+    # hand them out under (``m = [torch][0]; m.os``); and ``sys.modules`` reaches every module.
+    "os", "sys", "builtins", "ctypes", "subprocess", "importlib", "shutil", "socket", "pickle", "marshal",
+    "io", "pathlib", "posix", "gc", "inspect", "threading", "multiprocessing", "runpy", "pty", "fcntl",
+    "resource", "mmap", "tempfile", "glob", "linecache", "modules",
 }
 
 _DUNDER = re.compile(r"__\w+__")
@@ -151,6 +156,8 @@ class _Checker(ast.NodeVisitor):
     def __init__(self):
         self.findings: list[str] = []
         self.modules: dict[str, str] = {}  # local name -> dotted path it stands for
+        self.module_names: set[str] = set()  # the local names bound to modules
+        self._attribute_bases: set[int] = set()  # ids of the nodes read as `base` in `base.attr`
         self.params: set[str] = set()  # the entry function's parameter names
 
     def add(self, node: ast.AST, text: str) -> None:
@@ -195,9 +202,11 @@ class _Checker(ast.NodeVisitor):
                 continue
             if alias.asname:
                 self.modules[alias.asname] = alias.name
+                self.module_names.add(alias.asname)
             else:  # `import torch.nn` binds `torch`
                 top = alias.name.split(".")[0]
                 self.modules[top] = top
+                self.module_names.add(top)
             self._check_name(node, alias.asname)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
@@ -219,6 +228,8 @@ class _Checker(ast.NodeVisitor):
                 continue
             path = f"{mod}.{alias.name}"
             self.modules[alias.asname or alias.name] = path
+            if _is_module(path):
+                self.module_names.add(alias.asname or alias.name)
             self._check_path(node, path)
             self._check_name(node, alias.name)
             self._check_name(node, alias.asname)
@@ -230,6 +241,10 @@ class _Checker(ast.NodeVisitor):
 
     def visit_Name(self, node: ast.Name) -> None:
         self._check_name(node, node.id)
+        if node.id in self.module_names and id(node) not in self._attribute_bases:
+            # Bound to another name, passed or returned, a module escapes the checks on its attributes.
+            self.add(node, f"Use the module `{node.id}` only as `{node.id}.name`; do not pass it around "
+                           "or bind it to another name.")
         if node.id in FORBIDDEN_NAMES:
             self.add(node, f"`{node.id}` {FORBIDDEN_NAMES[node.id]} and is not allowed in a reward program.")
 
@@ -269,6 +284,7 @@ class _Checker(ast.NodeVisitor):
                            "(state.obs, state.body(name).pos, ...).")
         elif attr in FORBIDDEN_ATTRS:
             self.add(node, f"Attribute `.{attr}` is not allowed in a reward program.")
+        self._attribute_bases.add(id(node.value))
         parts = _dotted(node)
         if parts and parts[0] in self.modules:
             self._check_path(node, ".".join([self.modules[parts[0]]] + parts[1:]))
@@ -356,6 +372,14 @@ def _resolve(path: str) -> tuple[str, str | None]:
         else:
             canonical.append(name)
     return ".".join(canonical), None
+
+
+def _is_module(path: str) -> bool:
+    """Whether ``from a.b import c`` binds a module (``from torch import nn``), not a function or value."""
+    try:
+        return importlib.util.find_spec(path) is not None
+    except (ImportError, ValueError):  # the parent is not a package (``math.pi``)
+        return False
 
 
 def _allowed() -> str:

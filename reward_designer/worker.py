@@ -456,6 +456,10 @@ def main(argv: list[str]) -> int:
     workdir = job_file.parent
     torch.set_num_threads(1)  # one thread per process is fastest on few cores (FACTS.md)
     job = JobEnvelope.model_validate_json(job_file.read_text()).job
+    if isinstance(job, TrainJob) and job.fitness is not None:
+        # The reward program runs in this process and could read its job file: not the hidden measure.
+        hidden = job.fitness.model_copy(update={"code": "# (hidden from the reward program)"})
+        job_file.write_text(JobEnvelope(job=job.model_copy(update={"fitness": hidden})).model_dump_json(indent=1))
     result = RUNNERS[job.kind](job, workdir)
     _write_result(workdir, result)
     return 0

@@ -7,8 +7,10 @@ inputs, read and write its own folder and TMPDIR, use device files. Anything
 else (the user's files, other runs, the task cards, another process's
 ``/proc/PID/mem`` or ``environ``) is refused with EACCES. With bubblewrap it
 repeats what the mounts already give; without it, it is what keeps a program
-to its folder. Landlock applies to the thread that calls it and to every
-thread and process it starts after, which is where untrusted code runs.
+to its folder. On kernels with Landlock ABI 6 or later it also keeps signals
+and abstract unix sockets within the worker. Landlock applies to the thread
+that calls it and to every thread and process it starts after, which is where
+untrusted code runs.
 """
 
 from __future__ import annotations
@@ -26,13 +28,18 @@ _RULE_PATH_BENEATH = 1
 _PR_SET_NO_NEW_PRIVS = 38
 
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
-_MAKE_AND_REMOVE = sum(1 << i for i in range(4, 13))  # remove dir/file, make char/dir/reg/sock/fifo/block/sym
+REMOVE_DIR, REMOVE_FILE, MAKE_CHAR, MAKE_DIR, MAKE_REG = 1 << 4, 1 << 5, 1 << 6, 1 << 7, 1 << 8
+MAKE_SOCK, MAKE_FIFO, MAKE_BLOCK, MAKE_SYM = 1 << 9, 1 << 10, 1 << 11, 1 << 12
 REFER, TRUNCATE, IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15
+_MAKE_AND_REMOVE = REMOVE_DIR | REMOVE_FILE | MAKE_CHAR | MAKE_DIR | MAKE_REG | MAKE_SOCK | MAKE_FIFO | MAKE_BLOCK | MAKE_SYM
+# Scopes (ABI 6): no signals to, and no abstract unix sockets of, processes outside the sandbox.
+_SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1
 _FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV  # the rights a rule on a file may hold
 
 READ = EXECUTE | READ_FILE | READ_DIR
 DEVICES = READ_FILE | WRITE_FILE | READ_DIR | IOCTL_DEV
-READ_WRITE = READ | WRITE_FILE | _MAKE_AND_REMOVE | REFER | TRUNCATE
+# Not device nodes: one made in its own folder would open the device behind it (/dev/kmsg, a disk).
+READ_WRITE = READ | WRITE_FILE | (_MAKE_AND_REMOVE & ~(MAKE_CHAR | MAKE_BLOCK)) | REFER | TRUNCATE
 
 FS_RULES = "RD_SANDBOX_FS_RULES"
 
@@ -90,8 +97,10 @@ def restrict(spec: str) -> None:
     if abi < 1:
         raise OSError("this kernel has no Landlock (or it is disabled)")
     handled = _handled(abi)
-    attr = ctypes.c_uint64(handled)
-    ruleset = _libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(8), ctypes.c_uint32(0))
+    scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if abi >= 6 else 0
+    attr = (ctypes.c_uint64 * 3)(handled, 0, scoped)  # fs, net (not handled: seccomp has no sockets), scoped
+    size = ctypes.sizeof(attr) if scoped else ctypes.sizeof(ctypes.c_uint64)
+    ruleset = _libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     if ruleset < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
     hidden = {os.path.realpath(h) for h in spec_d["hidden"]}

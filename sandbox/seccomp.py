@@ -10,7 +10,9 @@ What it takes away:
   clone3 answers ENOSYS (its flags sit behind a pointer seccomp cannot read),
   so glibc falls back to clone for threads and torch keeps its thread pool;
 - sockets of any family (EACCES: a library probing for nscd copes);
-- signals to any process but itself;
+- signals to any process but itself (also through a file's SIGIO owner), and
+  another process's priority;
+- changing any file's mode, owner, timestamps or extended attributes (EPERM);
 - tracing, mounts, namespaces, kernel modules and keys, BPF, io_uring (which
   could open sockets behind the filter's back), raising resource limits.
 A forbidden call other than socket kills the whole process with SIGSYS, which
@@ -24,6 +26,13 @@ import os
 
 _CLONE_THREAD = 0x00010000
 _TIOCSTI = 0x5412  # push bytes into a terminal's input
+_F_SETOWN, _F_SETSIG, _F_SETOWN_EX = 8, 10, 15
+_METADATA = (
+    "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
+    "utime", "utimes", "utimensat", "futimesat",
+    "setxattr", "lsetxattr", "fsetxattr", "setxattrat", "removexattr", "lremovexattr", "fremovexattr",
+    "removexattrat",
+)
 
 # Killed on sight: no reward program has a reason to call these.
 _KILL = (
@@ -82,6 +91,14 @@ def apply_filter() -> None:
     # Reading limits is fine (prlimit64 with no new value); raising them is not.
     rule(kill, "prlimit64", sc.Arg(2, sc.NE, 0))
     rule(kill, "ioctl", sc.Arg(1, sc.EQ, _TIOCSTI))
+    # A pipe's SIGIO owner is another way to signal any process (or process group).
+    for cmd in (_F_SETOWN, _F_SETSIG, _F_SETOWN_EX):
+        rule(kill, "fcntl", sc.Arg(1, sc.EQ, cmd))
+    rule(sc.ERRNO(errno.EPERM), "setpriority", sc.Arg(1, sc.NE, 0))  # another process's priority
+    # File metadata: Landlock does not cover it, and without bubblewrap every file the worker's uid
+    # owns (or, as root, any file) would be open to chmod, chown, timestamps and extended attributes.
+    for name in _METADATA:
+        rule(sc.ERRNO(errno.EPERM), name)
     f.load()
 
 

@@ -98,6 +98,12 @@ ENTRY = "def compute_reward(state, action):\n    {}\n    return state.obs[:, 0],
         ('x = typing.ForwardRef("1")', "`typing.ForwardRef`"),
         ("np.random.set_state(None)", "`numpy.random.set_state`"),
         ("torch.default_generator.manual_seed(0)", "`torch.default_generator`"),
+        # A module bound to another name, or handed through a value, escapes the path checks.
+        ("m = [torch][0]; x = m.getcwd()", "Use the module `torch` only as `torch.name`"),
+        ("x = (m := np).load", "Use the module `np` only as `np.name`"),
+        ("x = typing.cast(typing.Any, torch)", "Use the module `torch` only as `torch.name`"),
+        ("x = [torch][0].os", "Attribute `.os`"),
+        ("x = state.obs.sys.modules", "Attribute `.sys`"),
     ],
 )
 def test_forbidden_constructs(body, expect):
@@ -118,6 +124,9 @@ def test_forbidden_constructs(body, expect):
         ("from torch import os\n" + ENTRY.format("pass"), "`torch.os` is the module `os`"),
         ("from reward_designer.state import np\n" + ENTRY.format("pass"), "Only `State`"),
         ("from numpy import random as r\n" + ENTRY.format("r.seed(0)"), "`numpy.random.seed`"),
+        ("import torch\nT = torch\n" + ENTRY.format("pass"), "Use the module `torch` only"),
+        ("import torch\ndef f(m=torch):\n    return m\n" + ENTRY.format("pass"), "Use the module `torch` only"),
+        ("from torch import nn\n" + ENTRY.format("m = nn"), "Use the module `nn` only"),
         ("def reward(state, action):\n    return 0\n", "Define a top-level function"),
         ("def compute_reward(state):\n    return 0\n", "exactly two parameters"),
         ("def compute_reward(s, a):\n    return 0\n", "exactly two parameters"),

@@ -281,9 +281,9 @@ def test_without_bubblewrap_it_runs_with_a_warning(tmp_path, monkeypatch, caplog
 
 @pytest.mark.skipif("landlock" not in ACTIVE, reason="this kernel has no Landlock")
 def test_without_bubblewrap_landlock_keeps_a_program_to_its_folder(tmp_path, monkeypatch):
-    """Without the mounts, the files a worker may touch are Landlock's rules: the security review's
-    programs read the parent's API keys from /proc/PPID/environ, removed files outside the run folder
-    and read the task cards."""
+    """Without the mounts, the files a worker may touch are Landlock's rules: the security reviews'
+    programs read the parent's API keys from /proc/PPID/environ, removed or chmod-ed files outside the
+    run folder, read the task cards and read /dev/kmsg through a device node made in their folder."""
     import reward_designer.envs
 
     fake = layers.Plan(statuses=[s.model_copy(update={"active": False}) if s.name == "namespaces" else s
@@ -301,7 +301,9 @@ def test_without_bubblewrap_landlock_keeps_a_program_to_its_folder(tmp_path, mon
             except OSError as e:
                 print(what, "refused", e.errno)
         for what, act in [("remove", lambda: os.remove({str(tmp_path / "victim.txt")!r})),
-                          ("write", lambda: open({str(tmp_path / "escaped.txt")!r}, "w"))]:
+                          ("write", lambda: open({str(tmp_path / "escaped.txt")!r}, "w")),
+                          ("chmod", lambda: os.chmod({str(tmp_path / "victim.txt")!r}, 0o777)),
+                          ("mknod", lambda: os.mknod("kmsg", 0o20600, os.makedev(1, 11)))]:
             try:
                 act()
                 print(what, "DONE")
@@ -313,8 +315,10 @@ def test_without_bubblewrap_landlock_keeps_a_program_to_its_folder(tmp_path, mon
     assert out.returncode == 0, out.stderr_tail
     assert "landlock" in out.layers and "namespaces" in out.missing
     lines = dict(line.split(" ", 1) for line in out.stdout_tail.splitlines())
-    for what in ("environ", "mem", "victim", "card", "remove", "write"):
-        assert lines[what] == "refused 13", (what, lines[what])
+    for what in ("environ", "mem", "victim", "card", "remove", "write", "mknod"):
+        assert lines[what] == "refused 13", (what, lines[what])  # EACCES: Landlock
+    if "seccomp" in ACTIVE:
+        assert lines["chmod"] == "refused 1"  # EPERM: seccomp (Landlock does not cover metadata)
     assert lines["stdlib"] == "True" and (tmp_path / "work" / "mine.txt").read_text() == "ok"
     assert (tmp_path / "victim.txt").read_text() == "precious" and not (tmp_path / "escaped.txt").exists()
 

@@ -197,6 +197,16 @@ def test_a_job_file_link_left_by_a_killed_run_is_not_written_through(tmp_path):
 ONES = FitnessSpec(code="import torch\ndef compute_fitness(state, action):\n    return torch.ones(state.n)\n")
 
 
+def test_the_training_worker_keeps_the_hidden_fitness_out_of_the_job_file_its_program_can_read(tmp_path):
+    """The program trains in the process that measures fitness; its folder held the fitness code."""
+    fitness = FitnessSpec(code="# secret-measure\n" + ONES.code)
+    peek = ("def compute_reward(state, action):\n"  # the marker built at run time: not in its own code
+            "    raise ValueError(str('secret' + '-measure' in open('job.json').read()))\n")
+    job = TrainJob(env_id="InvertedPendulum-v5", code=peek, fitness=fitness, total_steps=256)
+    outcome = run_job(job, tmp_path / "train", Limits(wall_s=120))
+    assert outcome.result is not None and outcome.result.error.endswith("ValueError: False"), outcome.problem
+
+
 def test_an_episode_longer_than_the_analysis_limit_keeps_its_fitness(tmp_path):
     Policy(8, 2, [-1, -1], [1, 1]).save(tmp_path / "policy.npz")  # Swimmer never terminates
     analysis = Analyzer("Swimmer-v5", ONES, {"max_episode_steps": MAX_EPISODE_STEPS + 10}, episodes=2).analyze(

@@ -1,8 +1,8 @@
 """Hostile reward programs and the outcome each must get.
 
 Every program is also linted: ``lint=True`` means the static filter must turn
-it away, ``lint=False`` that it gets past the filter (aliases, plain builtins)
-so that the run-time layers are shown to hold on their own. Every program is
+it away, ``lint=False`` that it gets past the filter (plain builtins, resource
+abuse) so that the run-time layers are shown to hold on their own. Every program is
 then run anyway, as a probe job built directly (bypassing the lint), and must
 get ``expect``:
 
@@ -75,7 +75,7 @@ for top, dirs, files in os.walk('@CHECKOUT@'):
     Hostile("task_card_via_alias", "import numpy as np\nm = np\n" + _entry("""
 raw = m.memmap('@CHECKOUT@/envs/halfcheetah-run.yaml', dtype=m.uint8, mode='r')
 raise ValueError(bytes(raw.tolist()).decode())
-"""), lint=False, expect="error", match="PermissionError|FileNotFoundError", needs=NS),
+"""), lint=True, expect="error", match="PermissionError|FileNotFoundError", needs=NS),
     Hostile("read_other_run", _entry("""
 for p in ['@OTHER_RUN@/run.json', '../other_run/run.json', '../../other_run/run.json']:
     try:
@@ -125,7 +125,7 @@ for p in @ESCAPES@:
 """), lint=True, expect="contained", needs=NS),
     Hostile("write_checkout_via_alias", "import numpy as np\nm = np\n" + _entry(
         "m.save('@CHECKOUT@/rd-escape.npy', m.zeros(3))"),
-        lint=False, expect="error", match="Read-only|PermissionError|FileNotFoundError", needs=NS),
+        lint=True, expect="error", match="Read-only|PermissionError|FileNotFoundError", needs=NS),
     Hostile("overwrite_own_package", _entry(
         "open('@CHECKOUT@/reward_designer/worker.py', 'a').write('# pwned')"),
         lint=True, expect="error", match="Read-only|PermissionError", needs=NS),
@@ -162,7 +162,7 @@ with open(os.path.join(os.environ.get('TMPDIR', '/tmp'), 'fill'), 'wb') as f:
         lint=True, expect="error", match="URLError|PermissionError|Connection refused", needs=NET),
     Hostile("http_via_numpy_alias", "import numpy as np\nm = np\n" + _entry(
         "m.lib.npyio.DataSource(None).open('http://127.0.0.1:@PORT@/leak').read()"),
-        lint=False, expect="error", match="URLError|PermissionError|not found|Connection refused", needs=NET),
+        lint=True, expect="error", match="URLError|PermissionError|not found|Connection refused", needs=NET),
     Hostile("ctypes_socket", "import ctypes, struct\n" + _entry("""
 libc = ctypes.CDLL(None, use_errno=True)
 fd = libc.socket(2, 1, 0)
@@ -193,7 +193,7 @@ ctx = t.multiprocessing.get_context('fork')
 p = ctx.Process(target=print, args=('child',))
 p.start()
 p.join()
-"""), lint=False, expect="seccomp", needs=SEC),
+"""), lint=True, expect="seccomp", needs=SEC),
     Hostile("posix_spawn", "import os\n" + _entry(
         "os.posix_spawn('/usr/bin/touch', ['touch', '@MARKER@'], {})"),
         lint=True, expect="seccomp", needs=SEC),
@@ -212,6 +212,23 @@ libc.execve(b'/usr/bin/touch', argv, None)
             lint=True, expect="seccomp", needs=SEC),
     Hostile("kill_parent", "import os, signal\n" + _entry("os.kill(os.getppid(), signal.SIGTERM)"),
             lint=True, expect="seccomp", needs=SEC),
+    Hostile("kill_sentinel_through_sigio", "import os, fcntl\n" + _entry("""
+r, w = os.pipe()
+fcntl.fcntl(r, fcntl.F_SETOWN, @SENTINEL@)
+fcntl.fcntl(r, 10, 9)  # F_SETSIG: SIGKILL instead of SIGIO
+fcntl.fcntl(r, fcntl.F_SETFL, os.O_ASYNC)
+os.write(w, b'x')
+"""), lint=True, expect="seccomp", needs=SEC),
+    # ------------------------------------------------------------ files' metadata and device nodes
+    Hostile("chmod_a_file_outside", "import os\n" + _entry("""
+p = '@CHECKOUT@/reward_designer/worker.py'
+os.chmod(p, os.stat(p).st_mode & 0o7777)  # its own mode: nothing changes if it is allowed
+raise ValueError('chmod was allowed')
+"""), lint=True, expect="error", match="PermissionError|Read-only", needs=("namespaces|seccomp",)),
+    Hostile("device_node_in_own_folder", "import os\n" + _entry("""
+os.mknod('kmsg', 0o20600, os.makedev(1, 11))
+raise ValueError(open('kmsg', 'rb').read(200))
+"""), lint=True, expect="error", match="PermissionError", needs=("namespaces|landlock",)),
     # ------------------------------------------------------------ resources
     Hostile("memory_bomb", _entry("x = bytearray(16 * 2**30)"),
             lint=False, expect="error", match="MemoryError"),
