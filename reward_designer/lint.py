@@ -16,24 +16,14 @@ import importlib.util
 import re
 import types
 
-# Modules a reward program may import: what the contract names (torch tensors
-# in and out, the State type for annotations) plus math and numpy.
-ALLOWED_MODULES = {
-    "math",
-    "numpy",
-    "numpy.linalg",
-    "torch",
-    "torch.nn",
-    "torch.nn.functional",
-    "typing",
-    "reward_designer.state",
-}
-
-# Modules an attribute chain may pass through: the importable ones and the math namespaces
-# under them. Any other is refused however it is reached: attributes hand out modules
+# The modules a reward program may import or reach through attributes: what the contract names
+# (torch tensors in and out, the State type for annotations), math, numpy, and their math
+# namespaces. Any other is refused however it is reached: attributes hand out modules
 # (``torch.os``, ``typing.sys``, ``reward_designer.state`` binding ``reward_designer.program``).
-REACHABLE_MODULES = ALLOWED_MODULES | {
-    "torch.linalg", "torch.special", "torch.fft", "torch.distributions", "numpy.random", "numpy.fft",
+ALLOWED_MODULES = {
+    "math", "typing", "reward_designer.state",
+    "numpy", "numpy.linalg", "numpy.random", "numpy.fft",
+    "torch", "torch.nn", "torch.nn.functional", "torch.linalg", "torch.special", "torch.fft", "torch.distributions",
 }
 # reward_designer.state is importable for the State annotation, nothing else of it.
 STATE_NAMES = {"State"}
@@ -77,10 +67,11 @@ FORBIDDEN_PATHS = {
     "numpy.f2py", "numpy.distutils", "numpy.testing", "numpy.DataSource",
     "numpy.random.seed", "numpy.random.set_state", "numpy.show_config", "torch.default_generator",
     "typing.get_type_hints", "typing.ForwardRef",  # evaluate strings as code
+    "torch.distributions.Distribution.set_default_validate_args", "torch.distributions.register_kl",
 }
 # Process-wide setters (torch.set_default_dtype, numpy.seterr, ...) change
 # how the trainer's own code behaves.
-_SETTER = re.compile(r"^(torch|numpy)\.(set|seterr)")
+_SETTER = re.compile(r"^(torch|numpy)\.(set_|seterr|setbufsize)")  # not np.setdiff1d
 
 # Attributes that lead out of the program whatever object they are read from:
 # raw pointers, frames and code objects (frames reach the worker's globals).
@@ -146,8 +137,11 @@ def _dotted(node: ast.AST) -> list[str] | None:
 
 
 def _root_name(node: ast.AST) -> str | None:
-    """The variable an expression like ``state.obs[:, 0].x`` starts from."""
+    """The variable an expression like ``state.obs[:, 0].x`` starts from; None past a ``.clone()``,
+    which makes a fresh copy."""
     while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "clone":
+            return None
         node = node.func if isinstance(node, ast.Call) else node.value
     return node.id if isinstance(node, ast.Name) else None
 
@@ -246,7 +240,8 @@ class _Checker(ast.NodeVisitor):
             self.add(node, f"Use the module `{node.id}` only as `{node.id}.name`; do not pass it around "
                            "or bind it to another name.")
         if node.id in FORBIDDEN_NAMES:
-            self.add(node, f"`{node.id}` {FORBIDDEN_NAMES[node.id]} and is not allowed in a reward program.")
+            self.add(node, f"`{node.id}` {FORBIDDEN_NAMES[node.id]} and is not allowed in a reward program "
+                           "(if it is a variable of yours, rename it).")
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
         self._check_name(node, node.name)
@@ -268,6 +263,10 @@ class _Checker(ast.NodeVisitor):
     def visit_Global(self, node: ast.Global) -> None:
         for name in node.names:
             self._check_name(node, name)
+
+    def visit_Expr(self, node: ast.Expr) -> None:
+        if not (isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+            self.generic_visit(node)  # a string on its own (a docstring) is read only through __doc__
 
     def visit_Constant(self, node: ast.Constant) -> None:
         # "{0.__class__}".format(x) walks attributes from inside a string.
@@ -311,7 +310,7 @@ class _Checker(ast.NodeVisitor):
             self.add(target, "Assigning to attributes (`x.y = ...`) is not allowed; "
                              "compute new values instead of modifying objects or libraries.")
         elif isinstance(target, ast.Subscript) and _root_name(target) in self.params:
-            self.add(target, f"Do not write into `{_root_name(target)}`; copy it first "
+            self.add(target, f"Do not write into `{_root_name(target)}`; copy it under a new name first "
                              "(`x = state.qpos.clone()`) and modify the copy.")
 
     def visit_Assign(self, node: ast.Assign) -> None:
@@ -361,12 +360,12 @@ def _resolve(path: str) -> tuple[str, str | None]:
             sub = f"{obj.__name__}.{name}"
             if not (hasattr(obj, "__path__") and importlib.util.find_spec(sub)):
                 obj = None
-            elif sub not in REACHABLE_MODULES:
+            elif sub not in ALLOWED_MODULES:
                 return path, sub
             else:
                 obj = importlib.import_module(sub)
         if isinstance(obj, types.ModuleType):
-            if obj.__name__ not in REACHABLE_MODULES:
+            if obj.__name__ not in ALLOWED_MODULES:
                 return path, obj.__name__
             canonical = obj.__name__.split(".")
         else:

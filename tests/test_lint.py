@@ -41,6 +41,18 @@ def test_a_typical_reward_passes():
     assert lint(GOOD) == []
 
 
+def test_what_a_review_found_wrongly_refused_passes():
+    src = (
+        '"""Reaching with `__matmul__` in the docstring."""\n'
+        "import torch\nimport numpy as np\nimport torch.distributions as D\nfrom torch.distributions import Normal\n"
+        "def compute_reward(state, action):\n"
+        "    a = action.clone().clamp_(-1, 1)\n"
+        "    keep = np.setdiff1d(np.arange(4), np.array([1]))\n"
+        "    lp = Normal(0.0, 1.0).log_prob(state.obs[:, 0]) + D.Normal(0.0, 2.0).log_prob(a[:, 0])\n"
+        "    return lp + float(keep.sum()) * 0, {'lp': lp}\n")
+    assert lint(src) == []
+
+
 def test_math_namespaces_under_allowed_modules_pass():
     body = ("x = torch.linalg.norm(state.obs, dim=-1) + torch.special.expit(state.obs).sum(-1)"
             " + float(np.linalg.norm(np.fft.rfft(np.random.rand(4))))")
@@ -98,6 +110,8 @@ ENTRY = "def compute_reward(state, action):\n    {}\n    return state.obs[:, 0],
         ('x = typing.ForwardRef("1")', "`typing.ForwardRef`"),
         ("np.random.set_state(None)", "`numpy.random.set_state`"),
         ("torch.default_generator.manual_seed(0)", "`torch.default_generator`"),
+        ("torch.distributions.Distribution.set_default_validate_args(False)", "set_default_validate_args"),
+        ("np.setbufsize(8192)", "`numpy.setbufsize`"),
         # A module bound to another name, or handed through a value, escapes the path checks.
         ("m = [torch][0]; x = m.getcwd()", "Use the module `torch` only as `torch.name`"),
         ("x = (m := np).load", "Use the module `np` only as `np.name`"),
@@ -151,8 +165,10 @@ def test_findings_are_sentences_with_lines_and_capped():
     src = "import torch\n" + ENTRY.format("; ".join(["eval('1')", "open('x')"] * 30))
     findings = lint(src)
     # Same finding on the same line is reported once.
-    assert findings == ["Line 3: `eval` runs code and is not allowed in a reward program.",
-                        "Line 3: `open` reads or writes files and is not allowed in a reward program."]
+    assert findings == [
+        "Line 3: `eval` runs code and is not allowed in a reward program (if it is a variable of yours, rename it).",
+        "Line 3: `open` reads or writes files and is not allowed in a reward program (if it is a variable of yours, "
+        "rename it)."]
     many = "import torch\n" + "\n".join(f"x{i} = state._p{i}" for i in range(40)) + "\n" + ENTRY.format("pass")
     findings = lint(many)
     assert len(findings) == 21 and findings[-1].startswith("... and")
