@@ -106,10 +106,14 @@ def restrict(spec: str) -> None:
     hidden = {os.path.realpath(h) for h in spec_d["hidden"]}
     try:
         for key, access in (("read", READ), ("devices", DEVICES), ("read_write", READ_WRITE)):
+            # The writable roots are the worker's own folder and TMPDIR: nothing hidden can be in them
+            # but under bubblewrap's private /tmp, where the mounts hide it already (a checkout under
+            # /tmp holds the cards) and where a root granted entry by entry could not be written to.
+            skip = hidden if key != "read_write" else set()
             for root in spec_d[key]:
                 if not os.path.exists(root):
                     continue
-                for path, rights in _grants(os.path.realpath(root), access & handled, hidden):
+                for path, rights in _grants(os.path.realpath(root), access & handled, skip):
                     _add(ruleset, path, rights)
         if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")

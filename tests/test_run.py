@@ -52,17 +52,17 @@ def compute_reward(state, action):
 ```"""
 
 
-# Passes the lint (an alias) and the probe, then forks during training: seccomp kills the worker.
+# Passes the probe, then forks during training: seccomp kills the worker. The lint refuses it; the
+# test lets it past (as a program that found a way around the lint), since the sandbox must hold alone.
 FORKS_LATER = """```python
 import torch
 
-t = torch
 calls = [0]
 
 def compute_reward(state, action):
     calls[0] += 1
     if calls[0] > 300:
-        child = t.multiprocessing.get_context("fork").Process(target=print)
+        child = torch.multiprocessing.get_context("fork").Process(target=print)
         child.start()
     r = state.obs[:, 0]
     return r, {"upright": r}
@@ -84,7 +84,12 @@ def replies(tmp_path, design_replies, analyze=("- keep going",) * 8):
 CONFIG = dict(iterations=1, train_steps=2048, episodes=2, device="cpu", ppo={"num_envs": 4, "num_steps": 64})
 
 
-def test_a_crashing_or_hostile_candidate_fails_alone(tmp_path):
+def test_a_crashing_or_hostile_candidate_fails_alone(tmp_path, monkeypatch):
+    import reward_designer.critic
+
+    real_lint = reward_designer.critic.lint
+    monkeypatch.setattr(reward_designer.critic, "lint",
+                        lambda code, **kw: [] if "multiprocessing" in code else real_lint(code, **kw))
     task = load_task("pendulum-upright")
     replayed = replies(tmp_path, [CRASHES_LATER, MEMORY_BOMB_LATER, FORKS_LATER, GOOD])
     record = design(task, tmp_path / "run", replay=replayed, samples=4, **CONFIG)
