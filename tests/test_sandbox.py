@@ -323,6 +323,27 @@ def test_without_bubblewrap_landlock_keeps_a_program_to_its_folder(tmp_path, mon
     assert (tmp_path / "victim.txt").read_text() == "precious" and not (tmp_path / "escaped.txt").exists()
 
 
+@pytest.mark.skipif("landlock" not in ACTIVE, reason="this kernel has no Landlock")
+def test_a_writable_root_that_holds_a_hidden_path_stays_writable(tmp_path):
+    """Under bubblewrap TMPDIR is /tmp, and a checkout under /tmp puts its task cards there (masked by
+    the mounts): granted entry by entry, /tmp could not be written and TMPDIR fell back to the cwd."""
+    import subprocess
+    import sys
+
+    from reward_designer.sandbox import landlock
+
+    root = tmp_path / "rw"
+    (root / "envs").mkdir(parents=True)
+    (root / "envs" / "card.yaml").write_text("fitness: secret")
+    rules = landlock.rules(read_write=[str(root)], read=namespaces.readable(), devices=[],
+                           hidden=[str(root / "envs" / "card.yaml")])
+    code = ("import os, sys\nfrom reward_designer.sandbox import landlock\nlandlock.restrict(os.environ['RULES'])\n"
+            "open(sys.argv[1], 'w').write('ok')\n")
+    subprocess.run([sys.executable, "-c", code, str(root / "new.txt")], env={**os.environ, "RULES": rules},
+                   check=True, capture_output=True)
+    assert (root / "new.txt").read_text() == "ok"
+
+
 def test_a_worker_that_never_confines_itself_reports_seccomp_missing(tmp_path):
     out = snippet(tmp_path, "print('unconfined')", confine=False)
     assert out.returncode == 0 and "seccomp" in out.missing
