@@ -114,10 +114,14 @@ def _python_dirs() -> tuple[str, ...]:
     return tuple(_collapse(d for d in dirs if not _is_within(os.path.realpath(d), SYSTEM_DIRS)))
 
 
+def gpu_devices() -> list[str]:
+    """This machine's CUDA and EGL device files (for rendering on a GPU)."""
+    return [dev for pattern in GPU_DEVICES for dev in sorted(glob.glob(pattern))]
+
+
 def devices() -> list[str]:
     """The device files a worker may use: the harmless ones, and the GPU's (bubblewrap's --dev has the same)."""
-    harmless = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
-    return harmless + sorted(d for pattern in GPU_DEVICES for d in glob.glob(pattern))
+    return ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", *gpu_devices()]
 
 
 def readable(inputs: Iterable[Path] = ()) -> list[str]:
@@ -166,9 +170,8 @@ def bwrap_argv(
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
     args += ["--proc", "/proc", "--dev", "/dev", "--ro-bind-try", "/sys", "/sys"]
-    for pattern in GPU_DEVICES:  # CUDA and EGL rendering on a GPU machine
-        for dev in sorted(glob.glob(pattern)):
-            args += ["--dev-bind", dev, dev]
+    for dev in gpu_devices():
+        args += ["--dev-bind", dev, dev]
     size = str(tmp_mb * 1024 * 1024)
     # Memory-backed, so sized: RLIMIT_AS does not count what a tmpfs holds.
     args += ["--perms", "1777", "--size", size, "--tmpfs", tmpdir,
