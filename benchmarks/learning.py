@@ -26,13 +26,17 @@ import ast
 import statistics
 import time
 
-import gymnasium as gym
-import numpy as np
-import torch
+from reward_designer.numerics import pin_kernels
 
-from reward_designer.ppo import PPOConfig, make_learner, train
-from reward_designer.presets import preset_for
-from reward_designer.vecsim import make_vecsim
+pin_kernels(torch_kernels=False)  # before numpy loads: ours repeats across machines; SB3's torch runs as it ships
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from reward_designer.ppo import PPOConfig, make_learner, train  # noqa: E402
+from reward_designer.presets import preset_for  # noqa: E402
+from reward_designer.vecsim import make_vecsim  # noqa: E402
 
 
 def evaluate(act, env_id: str, episodes: int, seed: int) -> float:

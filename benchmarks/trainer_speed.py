@@ -44,10 +44,13 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+
+from reward_designer.numerics import kernel_pins
 
 ROWS = ["raw mj_step", "vecsim", "ours", "ours+reward", "ours+heavy-reward", "sb3-defaults", "sb3-tuned"]
 WARP_ROWS = ["raw warp", "warpsim", "ours-warp"]
@@ -189,7 +192,10 @@ def candidate(steps: int, overrides: dict) -> None:
 
 
 def run_child(*args: str) -> str:
-    out = subprocess.run([sys.executable, "-W", "ignore", __file__, *args], capture_output=True, text=True)
+    """One ``--child`` measurement in a fresh process; our trainer's rows with the kernels a worker has."""
+    pins = kernel_pins() if args[1].startswith("ours") else {}
+    out = subprocess.run([sys.executable, "-W", "ignore", __file__, *args], capture_output=True, text=True,
+                         env={**os.environ, **pins})
     if out.returncode != 0:
         raise RuntimeError(f"{args} failed:\n{out.stderr[-2000:]}")
     return out.stdout.strip().splitlines()[-1]

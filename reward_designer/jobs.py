@@ -7,6 +7,7 @@ from typing import Callable, Iterable
 
 from pydantic import BaseModel
 
+from .numerics import kernel_pins
 from .sandbox import Limits, Outcome, read_output, run_worker, sanitize_workdir
 from .schemas import Job, JobEnvelope, Result, ResultEnvelope
 
@@ -49,7 +50,8 @@ def run_job(
     (workdir / "result.json").unlink(missing_ok=True)
     job_file = workdir / "job.json"
     job_file.write_text(JobEnvelope(job=job).model_dump_json(indent=1))
-    outcome = run_worker(job_file, workdir, limits, poll=poll, require=require_sandbox, read_only=read_only)
+    outcome = run_worker(job_file, workdir, limits, poll=poll, require=require_sandbox, read_only=read_only,
+                         extra_env=kernel_pins())  # the same seed trains the same on any machine
     result_file = workdir / "result.json"
     if outcome.returncode != 0 or not result_file.is_file():
         return JobOutcome(sandbox=outcome, problem=describe_death(outcome))

@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-# Passed through when the parent has them: locale, import path, rendering and
-# thread settings, GPU selection. Nothing that could carry a credential.
+# Passed through when the parent has them: locale, import path, rendering,
+# thread and CPU-kernel settings, GPU selection. Nothing that could carry a credential.
 PASS_THROUGH = (
     "LANG", "LC_ALL", "LC_CTYPE", "TZ",
     "PYTHONPATH", "PYTHONHASHSEED",
     "MUJOCO_GL", "PYOPENGL_PLATFORM", "EGL_PLATFORM", "__EGL_VENDOR_LIBRARY_FILENAMES",
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS", "OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY", "MKL_CBWR",
     "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES",
     "LD_LIBRARY_PATH",
 )

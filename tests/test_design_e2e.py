@@ -22,13 +22,19 @@ DESIGN = ["--env", "HalfCheetah-v5", "--task", "run forward as fast as possible"
 
 
 def cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
-    full_env = {**os.environ, "OPENAI_API_KEY": "sk-test", **(env or {})}
+    # faulthandler: a CLI that hangs dumps its threads' stacks when finish() gives up on it.
+    full_env = {**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONFAULTHANDLER": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "reward_designer.cli", *args], env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
-    _, err = proc.communicate(timeout=timeout)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"the CLI did not exit within {timeout} s; where its threads were:\n{err[-6000:]}")
     return proc.returncode, err
 
 
