@@ -318,8 +318,15 @@ def test_ctrl_c_during_an_analysis_stops_its_worker_and_asks_no_llm(tmp_path, mo
         return real_run_job(job, *args, **kwargs)
 
     monkeypatch.setattr(analyzer, "run_job", run_job)
-    with pytest.raises(KeyboardInterrupt):
-        design(load_task("pendulum-upright"), tmp_path / "run", replay=replies(tmp_path, [GOOD]), samples=1, **CONFIG)
+    # Ctrl-C as in a terminal, also when the suite was started in the background (`pytest &` in a
+    # script), which ignores SIGINT.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            design(load_task("pendulum-upright"), tmp_path / "run", replay=replies(tmp_path, [GOOD]), samples=1,
+                   **CONFIG)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     cand = tmp_path / "run" / "iter_01" / "cand_00"
     purposes = [json.loads(line)["purpose"] for line in (tmp_path / "run" / "llm" / "calls.jsonl").read_text().splitlines()]
     assert pressed and purposes == ["design"]  # no analysis call
