@@ -11,6 +11,8 @@
 #
 #   bash benchmarks/gpu_check.sh                        # 4096 worlds, 1M-step candidates
 #   WARP_ENVS=1024 STEPS=200000 bash benchmarks/gpu_check.sh
+#   WHEELS=DIR bash benchmarks/gpu_check.sh             # no package index there: install DIR's wheels
+#                                                       # (benchmarks/offline_wheels.sh) and this checkout first
 set -u
 cd "$(dirname "$0")/.."
 export MUJOCO_GL=${MUJOCO_GL:-egl}
@@ -19,14 +21,24 @@ STEPS=${STEPS:-1000000}
 OUT=${OUT:-$(mktemp -d)}
 status=0
 
-python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())" \
+if [ -n "${WHEELS:-}" ]; then
+    shopt -s nullglob
+    joined=$(mktemp -d)  # offline_wheels.sh split the large wheels into parts
+    for part in "$WHEELS"/*.whl.part-aa; do
+        if [ -e "$part" ]; then cat "${part%aa}"* >"$joined/$(basename "${part%.part-aa}")"; fi
+    done
+    python3 -m pip install -q --no-index --no-deps "$WHEELS"/*.whl "$joined"/*.whl || exit 2
+    python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 2
+fi
+
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())" \
     || exit 2
 
 echo "== 1. tests on the GPU"
-python -m pytest -q -rs tests/test_ppo.py tests/test_warpsim.py tests/test_warp_training.py -k cuda || status=1
+python3 -m pytest -q -rs tests/test_ppo.py tests/test_warpsim.py tests/test_warp_training.py -k cuda || status=1
 
 echo "== 2. speed, $WARP_ENVS worlds"
-python benchmarks/trainer_speed.py --envs HalfCheetah-v5 Ant-v5 --rows "raw warp" warpsim ours-warp \
+python3 benchmarks/trainer_speed.py --envs HalfCheetah-v5 Ant-v5 --rows "raw warp" warpsim ours-warp \
     --warp-envs "$WARP_ENVS" --steps $((WARP_ENVS * 1000)) || status=1
 
 echo "== 3. a $STEPS-step HalfCheetah candidate through the sandbox"
@@ -34,7 +46,7 @@ echo "   ('trained ... in' times the training alone; the total adds compiling, t
 for run in "warp cuda" "mujoco cuda" "mujoco cpu"; do
     set -- $run
     start=$(date +%s)
-    python -m reward_designer.cli train examples/my_reward.py --env HalfCheetah-v5 --steps "$STEPS" \
+    python3 -m reward_designer.cli train examples/my_reward.py --env HalfCheetah-v5 --steps "$STEPS" \
         --sim "$1" --device "$2" --fitness examples/fitness_forward.py --episodes 2 --out "$OUT/$1-$2" \
         >"$OUT/$1-$2.log" 2>&1 || status=1
     grep -E "^(trained|error|- task score)" "$OUT/$1-$2.log"
