@@ -14,6 +14,7 @@
 #   WHEELS=DIR bash benchmarks/gpu_check.sh             # no package index there: install DIR's wheels
 #                                                       # (benchmarks/offline_wheels.sh) and this checkout first
 set -u
+WHEELS=${WHEELS:+$(realpath "$WHEELS")}  # before the cd: a relative folder is the caller's
 cd "$(dirname "$0")/.."
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 WARP_ENVS=${WARP_ENVS:-4096}
@@ -21,14 +22,24 @@ STEPS=${STEPS:-1000000}
 OUT=${OUT:-$(mktemp -d)}
 status=0
 
-if [ -n "${WHEELS:-}" ]; then
-    shopt -s nullglob
-    joined=$(mktemp -d)  # offline_wheels.sh split the large wheels into parts
-    for part in "$WHEELS"/*.whl.part-aa; do
-        if [ -e "$part" ]; then cat "${part%aa}"* >"$joined/$(basename "${part%.part-aa}")"; fi
-    done
-    python3 -m pip install -q --no-index --no-deps "$WHEELS"/*.whl "$joined"/*.whl || exit 2
-    python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 2
+if [ -n "$WHEELS" ]; then
+    (
+        shopt -s nullglob
+        wheels=("$WHEELS"/*.whl)
+        joined="$OUT/wheels"  # offline_wheels.sh split the large wheels into parts
+        mkdir -p "$joined"
+        for part in "$WHEELS"/*.whl.part-aa; do
+            cat "${part%aa}"* >"$joined/$(basename "${part%.part-aa}")"
+            wheels+=("$joined/$(basename "${part%.part-aa}")")
+        done
+        if [ ${#wheels[@]} -eq 0 ]; then
+            echo "no wheels in $WHEELS (benchmarks/offline_wheels.sh makes them)" >&2
+            exit 2
+        fi
+        python3 -m pip install -q --no-index --no-deps "${wheels[@]}" &&
+            python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . &&
+            rm -r "$joined"
+    ) || exit 2
 fi
 
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())" \

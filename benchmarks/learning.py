@@ -12,6 +12,9 @@ eval return of one run can move by a thousand or more from one update to the
 next, which a single final evaluation hides. The reported seconds leave
 those evaluations out.
 
+Each run is a process of its own: ours loads numpy and torch with the kernels a
+training worker gets (reward_designer/numerics.py), SB3 with those its torch picks.
+
     python benchmarks/learning.py                       # 1M steps, 3 seeds, HalfCheetah + Hopper
     python benchmarks/learning.py --steps 200000 --seeds 1 --envs HalfCheetah-v5
     python benchmarks/learning.py --only sb3 --first-seed 1 --seeds 2  # add seeds 1 and 2
@@ -23,20 +26,21 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
-from reward_designer.numerics import pin_kernels
+import gymnasium as gym
+import numpy as np
+import torch
 
-pin_kernels(torch_kernels=False)  # before numpy loads: ours repeats across machines; SB3's torch runs as it ships
-
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from reward_designer.ppo import PPOConfig, make_learner, train  # noqa: E402
-from reward_designer.presets import preset_for  # noqa: E402
-from reward_designer.vecsim import make_vecsim  # noqa: E402
+from reward_designer.numerics import kernel_pins
+from reward_designer.ppo import PPOConfig, make_learner, train
+from reward_designer.presets import preset_for
+from reward_designer.vecsim import make_vecsim
 
 
 def evaluate(act, env_id: str, episodes: int, seed: int) -> float:
@@ -123,6 +127,26 @@ def run_sb3(env_id: str, steps: int, seed: int, episodes: int, spread_k: int) ->
     return spread.returns[-1], seconds, model.num_timesteps, spread.returns
 
 
+def child(args, who: str, env_id: str, seed: str) -> tuple[float, float, int, list[float]]:
+    """One run, in this process (a child of main's)."""
+    torch.set_num_threads(1)
+    if who == "ours":
+        overrides = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+        return run_ours(env_id, args.steps, int(seed), args.eval_episodes, overrides, args.spread, args.sim)
+    return run_sb3(env_id, args.steps, int(seed), args.eval_episodes, args.spread)
+
+
+def run_child(who: str, env_id: str, seed: int) -> tuple[float, float, int, list[float]]:
+    """One run in a fresh process: ours with the kernels a training worker loads (numerics.kernel_pins,
+    read when numpy and torch load), SB3 with whatever its torch picks, as it ships."""
+    env = {**os.environ, **(kernel_pins() if who == "ours" else {})}
+    out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", who, env_id, str(seed)],
+                         env=env, stdout=subprocess.PIPE, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{who} on {env_id}, seed {seed}, failed (exit code {out.returncode}); its output is above")
+    return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=1_000_000)
@@ -138,9 +162,11 @@ def main() -> None:
                    help="also evaluate after each of the last K updates and print min / median / max")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="PPOConfig overrides for ours on top of the preset, e.g. update_epochs=5")
+    p.add_argument("--child", nargs=3, metavar=("WHO", "ENV", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args()
-    overrides = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-    torch.set_num_threads(1)
+    if args.child:
+        print(json.dumps(child(args, *args.child)))
+        return
 
     results: dict[tuple[str, str], list[float]] = {}
     spreads: dict[tuple[str, str], list[float]] = {}  # every seed's last-K evals, pooled
@@ -149,11 +175,7 @@ def main() -> None:
             for who in ("ours", "sb3"):
                 if args.only and who != args.only:
                     continue
-                if who == "ours":
-                    ret, sec, trained, spread = run_ours(env_id, args.steps, seed, args.eval_episodes, overrides,
-                                                         args.spread, args.sim)
-                else:
-                    ret, sec, trained, spread = run_sb3(env_id, args.steps, seed, args.eval_episodes, args.spread)
+                ret, sec, trained, spread = run_child(who, env_id, seed)
                 results.setdefault((env_id, who), []).append(ret)
                 spreads.setdefault((env_id, who), []).extend(spread)
                 line = (f"{env_id:16s} {who:4s} seed {seed}: eval return {ret:9.1f}  "

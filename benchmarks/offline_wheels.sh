@@ -10,13 +10,17 @@
 #
 # There, `WHEELS=DEST bash benchmarks/gpu_check.sh` joins the parts and installs the wheels first.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 DEST=${1:?usage: offline_wheels.sh DEST PYTHON_VERSION}
 PYVER=${2:?usage: offline_wheels.sh DEST PYTHON_VERSION}
-PART_MB=${PART_MB:-58}
+PART_MB=${PART_MB:-58}  # a 64 MiB transfer, less room for the checkout that travels with it
 PACKAGES="mujoco mujoco-core mujoco-studio mujoco-warp warp-lang glfw pyopengl gymnasium farama-notifications
-          pydantic pydantic-core annotated-types typing-inspection pyseccomp"
+          pydantic pydantic-core annotated-types typing-inspection pyseccomp threadpoolctl"
 
+# A folder used before could hold other versions, or parts of another split, that would go in too.
+if [ -n "$(ls -A "$DEST" 2>/dev/null)" ]; then
+    echo "$DEST is not empty: give a new folder" >&2
+    exit 2
+fi
 mkdir -p "$DEST"
 pins=$(python - $PACKAGES <<'EOF'
 import sys

@@ -191,9 +191,10 @@ def candidate(steps: int, overrides: dict) -> None:
           f"{seconds:.1f} s; its training {r.steps} steps in {r.seconds:.1f} s, {r.steps_per_second:.0f} env-steps/s")
 
 
-def run_child(*args: str) -> str:
-    """One ``--child`` measurement in a fresh process; our trainer's rows with the kernels a worker has."""
-    pins = kernel_pins() if args[1].startswith("ours") else {}
+def run_child(row: str, *args: str) -> str:
+    """Row ``row``'s measurement in a fresh process; our trainer's rows with the kernels a worker loads."""
+    pins = kernel_pins() if row.startswith("ours") else {}
+    args = ("--child", row, *args)
     out = subprocess.run([sys.executable, "-W", "ignore", __file__, *args], capture_output=True, text=True,
                          env={**os.environ, **pins})
     if out.returncode != 0:
@@ -227,8 +228,8 @@ def main() -> None:
         runs: dict[str, list[float]] = {row: [] for row in args.rows}
         for _ in range(args.repeat):  # in turn, so a slow spell of a shared machine hits every row alike
             for row in args.rows:
-                runs[row].append(json.loads(run_child("--child", row, env_id, str(args.steps), str(args.warp_envs),
-                                                      "--set", *args.set)))
+                runs[row].append(json.loads(run_child(row, env_id, str(args.steps), str(args.warp_envs),
+                                                  "--set", *args.set)))
         rates = {row: statistics.median(r) for row, r in runs.items()}
         for row in args.rows:
             spread = f"  (runs: {', '.join(f'{r:.0f}' for r in runs[row])})" if args.repeat > 1 else ""

@@ -1,32 +1,34 @@
 """Same seed, same training across x86-64 CPUs: pin the kernels numpy and torch pick by CPU.
 
-numpy's OpenBLAS and torch's vectorized ops each choose their kernels when
-loaded, by what the CPU offers (AVX2, AVX-512). The kernels round differently,
-and PPO on Hopper is chaotic enough that a last-bit difference moves a seed
-from hopping to falling: on an AMD EPYC machine OpenBLAS took its Haswell
-(AVX2) kernels and Hopper's seed 0 ended at 3476; on the machine before it,
-SkylakeX's (AVX-512), and 3650. Forcing SkylakeX's on the EPYC gave 3650
-again, and HalfCheetah's seed 0 the earlier machine's 6058 instead of 6238.
-torch's sigmoid and pow differ between its AVX2 and AVX-512 kernels too, and
-reward programs use them. MKL (torch's matmuls) has its own switch for this,
-MKL_CBWR; on the EPYC it gave the same bits with and without it.
+numpy's OpenBLAS, numpy's own vectorized functions, torch's vectorized ops and
+MKL (torch's linear algebra, e.g. the QR of the orthogonal init) each choose
+their kernels when loaded, by what the CPU offers (AVX2, AVX-512). The kernels
+round differently, and PPO on Hopper is chaotic enough that a last-bit
+difference moves a seed from hopping to falling: docs/TUNING.md ("Across
+machines") has the runs that showed it. So training processes get environment
+variables that load every one of them with AVX2 kernels, which x86-64 CPUs
+have had for a decade.
 
-So training processes load them with their AVX2 kernels, which x86-64 CPUs
-have had for a decade. A pin is an environment variable, read once when
-the library loads: it must be set before numpy or torch is imported, which is
-why workers get the pins in their environment (``jobs.run_job``) and scripts
-call ``pin_kernels`` first. A value the user set is left alone.
+A pin is read once, when its library loads, so it is set in a child's
+environment before the child starts: every sandboxed worker gets
+``kernel_pins()`` (``jobs.run_job``), and so do the benchmarks' training
+processes. A value the user set is left alone. Still different across
+machines: a machine with one core, where the learner does not fork
+(``ppo.make_learner``), and other numpy or torch versions.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import sys
 from pathlib import Path
 
-BLAS_PIN = {"OPENBLAS_CORETYPE": "Haswell"}  # numpy's OpenBLAS: its AVX2 kernels
-TORCH_PIN = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}  # torch's vectorized ops, and MKL's matmuls
+PINS = {
+    "OPENBLAS_CORETYPE": "Haswell",  # numpy's OpenBLAS: its AVX2 kernels
+    "ATEN_CPU_CAPABILITY": "avx2",  # torch's vectorized ops
+    "MKL_CBWR": "AVX2",  # MKL's reproducibility switch
+}
+NUMPY_PIN = "NPY_DISABLE_CPU_FEATURES"  # numpy's own: its AVX-512 paths off, built per machine
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
@@ -41,30 +43,25 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     return set()
 
 
-def kernel_pins(torch_kernels: bool = True, flags: set[str] | None = None) -> dict[str, str]:
-    """The environment variables that pin the kernels, less those already set; {} off x86-64 or without AVX2.
+def pinnable(flags: set[str] | None = None) -> bool:
+    """True on an x86-64 CPU with AVX2 and FMA, whose kernels the pins choose."""
+    return (platform.machine().lower() in ("x86_64", "amd64")
+            and {"avx2", "fma"} <= (cpu_flags() if flags is None else flags))
 
-    ``torch_kernels=False`` pins numpy's only, for a process that also runs
-    someone else's torch code and should measure it as it ships.
-    """
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+
+def numpy_avx512_paths() -> str:
+    """numpy's dispatch targets beyond AVX2 that this CPU runs, space-separated (numpy 2's names)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # numpy 1, whose names differ: its own paths stay
+        return ""
+    return " ".join(t for t in __cpu_dispatch__
+                    if (t == "X86_V4" or t.startswith("AVX512")) and __cpu_features__.get(t))
+
+
+def kernel_pins(flags: set[str] | None = None) -> dict[str, str]:
+    """The environment variables that pin the kernels, less those already set; {} unless ``pinnable``."""
+    if not pinnable(flags):
         return {}
-    if not {"avx2", "fma"} <= (cpu_flags() if flags is None else flags):
-        return {}
-    pins = {**BLAS_PIN, **(TORCH_PIN if torch_kernels else {})}
-    return {k: v for k, v in pins.items() if k not in os.environ}
-
-
-def pin_kernels(torch_kernels: bool = True) -> dict[str, str]:
-    """Set ``kernel_pins()`` in this process's environment; the pins set out.
-
-    Raises RuntimeError if numpy (or torch, when pinning it) is already
-    imported: the libraries have chosen their kernels by then, and a pin set
-    afterwards would silently do nothing.
-    """
-    loaded = [m for m in ("numpy", "torch") if m in sys.modules and (m == "numpy" or torch_kernels)]
-    if loaded:
-        raise RuntimeError(f"pin_kernels() must run before {' and '.join(loaded)} is imported")
-    pins = kernel_pins(torch_kernels)
-    os.environ.update(pins)
-    return pins
+    pins = {**PINS, NUMPY_PIN: numpy_avx512_paths()}
+    return {k: v for k, v in pins.items() if v and k not in os.environ}

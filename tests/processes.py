@@ -1,7 +1,9 @@
-"""Which processes are still running: for tests that check nothing outlives what started it."""
+"""Processes in tests: which are still running (nothing may outlive what started it), and Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from pathlib import Path
 
 
@@ -15,3 +17,18 @@ def processes_naming(text: str) -> list[int]:
         except OSError:  # it ended while we looked
             continue
     return pids
+
+
+@contextlib.contextmanager
+def ctrl_c_as_in_a_terminal():
+    """SIGINT raises KeyboardInterrupt here, and children started in the block get its default.
+
+    A suite started in the background (`pytest &` in a script) runs with SIGINT ignored, which
+    children inherit, and Python then never turns a Ctrl-C into KeyboardInterrupt. A handled
+    signal, unlike an ignored one, is back to its default in a child after exec.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from fake_openai import FakeOpenAI
-from processes import processes_naming
+from processes import ctrl_c_as_in_a_terminal, processes_naming
 from scripted import reply
 
 pytestmark = pytest.mark.slow
@@ -21,18 +21,12 @@ DESIGN = ["--env", "HalfCheetah-v5", "--task", "run forward as fast as possible"
           "--iterations", "2", "--samples", "3", "--episodes", "2", "--device", "cpu", "--fix-attempts", "1"]
 
 
-def _ctrl_c_as_in_a_terminal() -> None:
-    # A suite started in the background (`pytest &` in a script) ignores SIGINT, and so would the
-    # CLI, which inherits that: Python turns SIGINT into KeyboardInterrupt only if it is not ignored.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
     # faulthandler: a CLI that hangs dumps its threads' stacks when finish() gives up on it.
     full_env = {**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONFAULTHANDLER": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "reward_designer.cli", *args], env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_ctrl_c_as_in_a_terminal, **kw)
+    with ctrl_c_as_in_a_terminal():  # the Ctrl-C tests need the CLI to take SIGINT
+        return subprocess.Popen([sys.executable, "-m", "reward_designer.cli", *args], env=full_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
+import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -14,8 +13,9 @@ from reward_designer import jobs, numerics
 from reward_designer.sandbox import Limits, environment
 from reward_designer.schemas import TrainJob
 
-X86_AVX2 = platform.machine().lower() in ("x86_64", "amd64") and {"avx2", "fma"} <= numerics.cpu_flags()
-PINNED = ("OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY", "MKL_CBWR")
+PINNABLE = numerics.pinnable()
+PINNED = (*numerics.PINS, numerics.NUMPY_PIN)
+needs_avx2 = pytest.mark.skipif(not PINNABLE, reason="the pins are for x86-64 CPUs with AVX2")
 
 
 @pytest.fixture
@@ -31,10 +31,10 @@ def test_cpu_flags_reads_the_flags_line(tmp_path):
     assert numerics.cpu_flags(tmp_path / "missing") == set()
 
 
-@pytest.mark.skipif(not X86_AVX2, reason="the pins are for x86-64 CPUs with AVX2")
+@needs_avx2
 def test_pins_on_an_avx2_cpu_and_none_without(unpinned):
-    assert numerics.kernel_pins() == {**numerics.BLAS_PIN, **numerics.TORCH_PIN}
-    assert numerics.kernel_pins(torch_kernels=False) == numerics.BLAS_PIN
+    pins = numerics.kernel_pins()
+    assert {k: pins[k] for k in numerics.PINS} == numerics.PINS
     assert numerics.kernel_pins(flags={"sse2", "avx"}) == {}  # a CPU without AVX2 keeps its own kernels
 
 
@@ -44,28 +44,40 @@ def test_a_kernel_the_user_chose_is_left_alone(unpinned, monkeypatch):
     assert environment.worker_env("/tmp")["OPENBLAS_CORETYPE"] == "SkylakeX"  # and reaches the workers
 
 
-def test_pinning_after_numpy_is_loaded_is_refused(unpinned):
-    importlib.import_module("numpy")  # loaded: it has chosen its kernels
-
-    with pytest.raises(RuntimeError, match="before numpy"):
-        numerics.pin_kernels()
-    assert not any(name in os.environ for name in PINNED)
-
-
-@pytest.mark.skipif(not X86_AVX2, reason="the pins are for x86-64 CPUs with AVX2")
-def test_pinned_process_loads_the_avx2_kernels(unpinned):
-    """What a pin is for: the libraries, loaded after it, report the AVX2 kernels whatever the CPU has."""
+def _loaded_kernels(env: dict) -> dict:
+    """What numpy and torch chose in a fresh process with ``env``: OpenBLAS's core, torch's capability,
+    numpy's path for float64 exp, and the bytes of a policy's initial weights (an MKL QR)."""
     probe = (
-        "from reward_designer.numerics import pin_kernels; pin_kernels()\n"
-        "import numpy, threadpoolctl, torch\n"
-        "blas = [i['architecture'] for i in threadpoolctl.threadpool_info() if i['internal_api'] == 'openblas']\n"
-        "print(blas[0], torch.backends.cpu.get_cpu_capability())\n"
+        "import hashlib, json, numpy, threadpoolctl, torch\n"
+        "from numpy.lib.introspect import opt_func_info\n"
+        "from reward_designer.policy import Policy\n"
+        "torch.manual_seed(0)\n"
+        "weights = torch.cat([p.detach().reshape(-1) for p in Policy(11, 3, [-1.0] * 3, [1.0] * 3).parameters()])\n"
+        "print(json.dumps({\n"
+        "    'blas': [i['architecture'] for i in threadpoolctl.threadpool_info() if i['internal_api'] == 'openblas'],\n"
+        "    'torch': torch.backends.cpu.get_cpu_capability(),\n"
+        "    'numpy': opt_func_info(func_name='^exp$', signature='float64')['exp']['dd']['current'],\n"
+        "    'weights': hashlib.sha1(weights.numpy().tobytes()).hexdigest(),\n"
+        "}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=dict(os.environ))
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["Haswell", "AVX2"]
+    return json.loads(out.stdout)
 
 
+@needs_avx2
+def test_a_pinned_process_loads_the_avx2_kernels(unpinned):
+    """What the pins are for: the libraries report AVX2 kernels whatever else the CPU has, and a
+    policy's initial weights are those of a process told to use AVX2 by each library's own switch."""
+    pinned = _loaded_kernels({**os.environ, **numerics.kernel_pins()})
+    assert pinned["blas"] == ["Haswell"] and pinned["torch"] == "AVX2"
+    assert "X86_V4" not in pinned["numpy"] and "AVX512" not in pinned["numpy"]
+    forced = _loaded_kernels({**os.environ, "OPENBLAS_CORETYPE": "Haswell", "ATEN_CPU_CAPABILITY": "avx2",
+                              "MKL_CBWR": "AVX2"})
+    assert pinned["weights"] == forced["weights"]
+
+
+@needs_avx2
 def test_every_worker_is_started_with_the_pins(unpinned, monkeypatch, tmp_path):
     handed = {}
 
@@ -76,4 +88,4 @@ def test_every_worker_is_started_with_the_pins(unpinned, monkeypatch, tmp_path):
     monkeypatch.setattr(jobs, "run_worker", run_worker)
     with pytest.raises(RuntimeError, match="stop here"):
         jobs.run_job(TrainJob(env_id="InvertedPendulum-v5", code=None, total_steps=256), tmp_path, Limits(wall_s=5))
-    assert handed == numerics.kernel_pins()
+    assert {k: handed.get(k) for k in numerics.PINS} == numerics.PINS

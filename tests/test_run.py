@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from fake_openai import FakeOpenAI
+from processes import ctrl_c_as_in_a_terminal
 from reward_designer import design, load_task
 from reward_designer.run import Run, RunError
 
@@ -318,15 +319,8 @@ def test_ctrl_c_during_an_analysis_stops_its_worker_and_asks_no_llm(tmp_path, mo
         return real_run_job(job, *args, **kwargs)
 
     monkeypatch.setattr(analyzer, "run_job", run_job)
-    # Ctrl-C as in a terminal, also when the suite was started in the background (`pytest &` in a
-    # script), which ignores SIGINT.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            design(load_task("pendulum-upright"), tmp_path / "run", replay=replies(tmp_path, [GOOD]), samples=1,
-                   **CONFIG)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with ctrl_c_as_in_a_terminal(), pytest.raises(KeyboardInterrupt):
+        design(load_task("pendulum-upright"), tmp_path / "run", replay=replies(tmp_path, [GOOD]), samples=1, **CONFIG)
     cand = tmp_path / "run" / "iter_01" / "cand_00"
     purposes = [json.loads(line)["purpose"] for line in (tmp_path / "run" / "llm" / "calls.jsonl").read_text().splitlines()]
     assert pressed and purposes == ["design"]  # no analysis call
