@@ -38,10 +38,11 @@ def test_pins_on_an_avx2_cpu_and_none_without(unpinned):
     assert numerics.kernel_pins(flags={"sse2", "avx"}) == {}  # a CPU without AVX2 keeps its own kernels
 
 
-def test_a_kernel_the_user_chose_is_left_alone(unpinned, monkeypatch):
-    monkeypatch.setenv("OPENBLAS_CORETYPE", "SkylakeX")
-    assert "OPENBLAS_CORETYPE" not in numerics.kernel_pins(flags={"avx2", "fma"})
-    assert environment.worker_env("/tmp")["OPENBLAS_CORETYPE"] == "SkylakeX"  # and reaches the workers
+@pytest.mark.parametrize("name", PINNED)
+def test_a_kernel_the_user_chose_is_left_alone(unpinned, monkeypatch, name):
+    monkeypatch.setenv(name, "mine")
+    assert name not in numerics.kernel_pins(flags={"avx2", "fma"})
+    assert environment.worker_env("/tmp")[name] == "mine"  # and reaches the workers
 
 
 def _loaded_kernels(env: dict) -> dict:
