@@ -12,9 +12,11 @@ have had for a decade.
 A pin is read once, when its library loads, so it is set in a child's
 environment before the child starts: every sandboxed worker gets
 ``kernel_pins()`` (``jobs.run_job``), and so do the benchmarks' training
-processes. A value the user set is left alone. Still different across
-machines: a machine with one core, where the learner does not fork
-(``ppo.make_learner``), and other numpy or torch versions.
+processes. A value the user set is left alone, and ``RD_KERNELS=native`` sets
+none: each library then picks by CPU, as before the pins (docs/TUNING.md's
+older figures were measured so). Still different across machines: a machine
+with one core, where the learner does not fork (``ppo.make_learner``), and
+other numpy or torch versions.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ PINS = {
     "MKL_CBWR": "AVX2",  # MKL's reproducibility switch
 }
 NUMPY_PIN = "NPY_DISABLE_CPU_FEATURES"  # numpy's own: its AVX-512 paths off, built per machine
+NATIVE = "RD_KERNELS"  # "native": no pins
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
@@ -60,8 +63,9 @@ def numpy_avx512_paths() -> str:
 
 
 def kernel_pins(flags: set[str] | None = None) -> dict[str, str]:
-    """The environment variables that pin the kernels, less those already set; {} unless ``pinnable``."""
-    if not pinnable(flags):
+    """The environment variables that pin the kernels, less those already set; {} unless ``pinnable``
+    (or with ``RD_KERNELS=native``)."""
+    if os.environ.get(NATIVE) == "native" or not pinnable(flags):
         return {}
     pins = {**PINS, NUMPY_PIN: numpy_avx512_paths()}
     return {k: v for k, v in pins.items() if v and k not in os.environ}

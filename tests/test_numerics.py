@@ -38,6 +38,11 @@ def test_pins_on_an_avx2_cpu_and_none_without(unpinned):
     assert numerics.kernel_pins(flags={"sse2", "avx"}) == {}  # a CPU without AVX2 keeps its own kernels
 
 
+def test_native_kernels_on_request(unpinned, monkeypatch):
+    monkeypatch.setenv("RD_KERNELS", "native")
+    assert numerics.kernel_pins(flags={"avx2", "fma"}) == {}
+
+
 @pytest.mark.parametrize("name", PINNED)
 def test_a_kernel_the_user_chose_is_left_alone(unpinned, monkeypatch, name):
     monkeypatch.setenv(name, "mine")
