@@ -51,7 +51,7 @@ def run_job(
     job_file = workdir / "job.json"
     job_file.write_text(JobEnvelope(job=job).model_dump_json(indent=1))
     outcome = run_worker(job_file, workdir, limits, poll=poll, require=require_sandbox, read_only=read_only,
-                         extra_env=kernel_pins())  # the same seed trains the same on any machine
+                         extra_env=kernel_pins())  # a seed trains the same whatever x86-64 CPU runs it
     result_file = workdir / "result.json"
     if outcome.returncode != 0 or not result_file.is_file():
         return JobOutcome(sandbox=outcome, problem=describe_death(outcome))

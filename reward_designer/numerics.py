@@ -21,6 +21,7 @@ other numpy or torch versions.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from pathlib import Path
@@ -34,19 +35,20 @@ NUMPY_PIN = "NPY_DISABLE_CPU_FEATURES"  # numpy's own: its AVX-512 paths off, bu
 NATIVE = "RD_KERNELS"  # "native": no pins
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+@functools.lru_cache(maxsize=4)  # a fact of the machine, asked for at every worker's start
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     """The CPU's feature flags as Linux lists them; empty where there is no /proc/cpuinfo."""
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return set()
+        return frozenset()
     for line in text.splitlines():
         if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
 
 
-def pinnable(flags: set[str] | None = None) -> bool:
+def pinnable(flags: set[str] | frozenset[str] | None = None) -> bool:
     """True on an x86-64 CPU with AVX2 and FMA, whose kernels the pins choose."""
     return (platform.machine().lower() in ("x86_64", "amd64")
             and {"avx2", "fma"} <= (cpu_flags() if flags is None else flags))
@@ -62,7 +64,7 @@ def numpy_avx512_paths() -> str:
                     if (t == "X86_V4" or t.startswith("AVX512")) and __cpu_features__.get(t))
 
 
-def kernel_pins(flags: set[str] | None = None) -> dict[str, str]:
+def kernel_pins(flags: set[str] | frozenset[str] | None = None) -> dict[str, str]:
     """The environment variables that pin the kernels, less those already set; {} unless ``pinnable``
     (or with ``RD_KERNELS=native``)."""
     if os.environ.get(NATIVE) == "native" or not pinnable(flags):
