@@ -25,11 +25,8 @@ training worker gets (reward_designer/numerics.py), SB3 with those its torch pic
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -37,9 +34,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from reward_designer.numerics import kernel_pins
+from child_runs import overrides_or_exit, run_child
 from reward_designer.ppo import PPOConfig, make_learner, train
-from reward_designer.presets import preset_for
+from reward_designer.presets import parse_overrides, preset_for
 from reward_designer.vecsim import make_vecsim
 
 
@@ -131,20 +128,9 @@ def child(args, who: str, env_id: str, seed: str) -> tuple[float, float, int, li
     """One run, in this process (a child of main's)."""
     torch.set_num_threads(1)
     if who == "ours":
-        overrides = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-        return run_ours(env_id, args.steps, int(seed), args.eval_episodes, overrides, args.spread, args.sim)
+        return run_ours(env_id, args.steps, int(seed), args.eval_episodes, parse_overrides(args.set), args.spread,
+                        args.sim)
     return run_sb3(env_id, args.steps, int(seed), args.eval_episodes, args.spread)
-
-
-def run_child(who: str, env_id: str, seed: int) -> tuple[float, float, int, list[float]]:
-    """One run in a fresh process: ours with the kernels a training worker loads (numerics.kernel_pins,
-    read when numpy and torch load), SB3 with whatever its torch picks, as it ships."""
-    env = {**os.environ, **(kernel_pins() if who == "ours" else {})}
-    out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", who, env_id, str(seed)],
-                         env=env, stdout=subprocess.PIPE, text=True)
-    if out.returncode != 0:
-        sys.exit(f"{who} on {env_id}, seed {seed}, failed (exit code {out.returncode}); its output is above")
-    return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def main() -> None:
@@ -167,6 +153,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args, *args.child)))
         return
+    overrides_or_exit(p, args.set)
 
     results: dict[tuple[str, str], list[float]] = {}
     spreads: dict[tuple[str, str], list[float]] = {}  # every seed's last-K evals, pooled
@@ -175,7 +162,8 @@ def main() -> None:
             for who in ("ours", "sb3"):
                 if args.only and who != args.only:
                     continue
-                ret, sec, trained, spread = run_child(who, env_id, seed)
+                ret, sec, trained, spread = run_child(__file__, [*sys.argv[1:], "--child", who, env_id, str(seed)],
+                                                      pinned=who == "ours", what=f"{who} on {env_id}, seed {seed}")
                 results.setdefault((env_id, who), []).append(ret)
                 spreads.setdefault((env_id, who), []).extend(spread)
                 line = (f"{env_id:16s} {who:4s} seed {seed}: eval return {ret:9.1f}  "

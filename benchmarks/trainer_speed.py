@@ -42,15 +42,11 @@ prints the env-steps/s of its training.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 
-from reward_designer.numerics import kernel_pins
+from child_runs import overrides_or_exit, run_child
 
 ROWS = ["raw mj_step", "vecsim", "ours", "ours+reward", "ours+heavy-reward", "sb3-defaults", "sb3-tuned"]
 WARP_ROWS = ["raw warp", "warpsim", "ours-warp"]
@@ -191,17 +187,6 @@ def candidate(steps: int, overrides: dict) -> None:
           f"{seconds:.1f} s; its training {r.steps} steps in {r.seconds:.1f} s, {r.steps_per_second:.0f} env-steps/s")
 
 
-def run_child(row: str, *args: str) -> str:
-    """Row ``row``'s measurement in a fresh process; our trainer's rows with the kernels a worker loads."""
-    pins = kernel_pins() if row.startswith("ours") else {}
-    args = ("--child", row, *args)
-    out = subprocess.run([sys.executable, "-W", "ignore", __file__, *args], capture_output=True, text=True,
-                         env={**os.environ, **pins})
-    if out.returncode != 0:
-        raise RuntimeError(f"{args} failed:\n{out.stderr[-2000:]}")
-    return out.stdout.strip().splitlines()[-1]
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=100_000, help="env steps per measurement (ours: in whole PPO batches; raw mj_step: at most 20000)")
@@ -214,7 +199,7 @@ def main() -> None:
                    help="PPOConfig overrides for ours on top of the preset, e.g. update_epochs=5")
     p.add_argument("--child", nargs=4, metavar=("ROW", "ENV", "STEPS", "WORLDS"), help=argparse.SUPPRESS)
     args = p.parse_args()
-    overrides = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    overrides = overrides_or_exit(p, args.set)
     if args.child:
         row, env_id, steps, worlds = args.child
         rate = (warp_child(row, env_id, int(steps), int(worlds), overrides) if row in WARP_ROWS
@@ -228,8 +213,9 @@ def main() -> None:
         runs: dict[str, list[float]] = {row: [] for row in args.rows}
         for _ in range(args.repeat):  # in turn, so a slow spell of a shared machine hits every row alike
             for row in args.rows:
-                runs[row].append(json.loads(run_child(row, env_id, str(args.steps), str(args.warp_envs),
-                                                  "--set", *args.set)))
+                runs[row].append(run_child(__file__, ["--child", row, env_id, str(args.steps), str(args.warp_envs),
+                                                      "--set", *args.set], pinned=row.startswith("ours"),
+                                           what=f"{row} on {env_id}"))
         rates = {row: statistics.median(r) for row, r in runs.items()}
         for row in args.rows:
             spread = f"  (runs: {', '.join(f'{r:.0f}' for r in runs[row])})" if args.repeat > 1 else ""

@@ -123,6 +123,19 @@ def _read_python(path: Path, what: str) -> str:
     return text
 
 
+SET_HELP = ("A PPO hyperparameter over the env's preset, KEY=VALUE (a PPOConfig field; repeat the option for "
+            "more), e.g. --set lr=1e-4 --set 'hidden=(128,128)'.")
+
+
+def _ppo_overrides(pairs: list[str] | None) -> dict:
+    from .presets import parse_overrides
+
+    try:
+        return parse_overrides(pairs or [])
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
 def custom_task_name(env_id: str, task: str) -> str:
     """Named for the env and the task's text, so another task on the same env gets its own run folder."""
     digest = hashlib.sha256(task.strip().encode()).hexdigest()[:6]
@@ -189,6 +202,7 @@ def design(
     episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes per trained policy.")] = 5,
     replay: Annotated[Optional[Path], typer.Option(help="Serve recorded LLM replies instead of a live model: a YAML file, or a run's llm/calls.jsonl.")] = None,
     require_sandbox: Annotated[bool, typer.Option("--require-sandbox", help="Refuse to run if a sandbox layer is missing.")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help=SET_HELP)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
 ) -> None:
     """Design a reward for a task: from a task card, or from --env and --task."""
@@ -206,6 +220,7 @@ def design(
         if not task.strip():
             raise BadInput("--task is empty: say what the policy should do")
         spec = TaskSpec(name=custom_task_name(env, task), env_id=env, description=task)
+    ppo = _ppo_overrides(set_)
     _check_env(spec.env_id, spec.env_kwargs)
     if fitness is not None:
         spec = spec.model_copy(update={"fitness": _fitness_file(fitness)})
@@ -219,7 +234,7 @@ def design(
         task=spec, model=model, api_base=api_base, replay=str(replay.resolve()) if replay else None,
         iterations=iterations, samples=samples, train_steps=train_steps or spec.train_steps, seed=seed,
         device=dev, sim=_sim(sim, dev), workers=workers, fix_attempts=fix_attempts, llm_critic=llm_critic,
-        episodes=episodes, require_sandbox=require_sandbox,
+        episodes=episodes, require_sandbox=require_sandbox, ppo=ppo,
     )
     _require_sandbox(require_sandbox)
     run = Run.create(out or Path("runs") / spec.name, config, console=err)
@@ -325,6 +340,7 @@ def train(
     sim: Annotated[Sim, typer.Option(help=SIM_HELP)] = Sim.mujoco,
     fitness: Annotated[Optional[Path], typer.Option(help="Python file defining compute_fitness(state, action), to evaluate the policy by.")] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes (with --fitness).")] = 5,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help=SET_HELP)] = None,
 ) -> None:
     """Train a policy on a reward file (checked by the critic first)."""
     from rich.progress import Progress
@@ -335,6 +351,7 @@ def train(
     from .trainer import Trainer
 
     code = _read_python(file, "reward file")
+    ppo = _ppo_overrides(set_)
     _check_env(env)
     spec = _fitness_file(fitness)
     dev = _device(device)
@@ -355,7 +372,7 @@ def train(
         for f in report.findings:
             err.print(f"  - {f}", markup=False)
         raise typer.Exit(1)
-    trainer = Trainer(env, steps, seed=seed, device=dev, sim=simulator, kernel_dir=out / "warp")
+    trainer = Trainer(env, steps, seed=seed, device=dev, sim=simulator, ppo=ppo, kernel_dir=out / "warp")
     if simulator == "warp":
         err.print(f"MuJoCo Warp: compiling the kernels for {env}", markup=False)
     try:
@@ -367,6 +384,8 @@ def train(
     with Progress(console=err) as bars:
         bar = bars.add_task("training", total=trainer.planned_steps)
         result = trainer.train(code, out / "train", spec, on_progress=lambda s: bars.update(bar, completed=s))
+        if result.ok:  # progress is polled once a second: a short training ends between two polls
+            bars.update(bar, completed=result.result.steps)
     if not result.ok:
         _fail("training failed: " + (result.problem or result.result.error), 1)
     r = result.result

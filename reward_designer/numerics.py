@@ -54,14 +54,20 @@ def pinnable(flags: set[str] | frozenset[str] | None = None) -> bool:
             and {"avx2", "fma"} <= (cpu_flags() if flags is None else flags))
 
 
-def numpy_avx512_paths() -> str:
-    """numpy's dispatch targets beyond AVX2 that this CPU runs, space-separated (numpy 2's names)."""
+def _numpy_dispatch() -> tuple[tuple[str, ...], dict[str, bool]]:
+    """numpy's SIMD dispatch targets, lowest first, and which the CPU (less the disabled ones) runs."""
     try:
         from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
-    except ImportError:  # numpy 1, whose names differ: its own paths stay
-        return ""
-    return " ".join(t for t in __cpu_dispatch__
-                    if (t == "X86_V4" or t.startswith("AVX512")) and __cpu_features__.get(t))
+    except ImportError:  # numpy 1, whose names differ
+        return (), {}
+    return tuple(__cpu_dispatch__), __cpu_features__
+
+
+def numpy_avx512_paths() -> str:
+    """numpy's dispatch targets beyond AVX2 that this CPU runs, space-separated (numpy 2's names; "" with numpy 1,
+    whose own paths stay)."""
+    targets, runs = _numpy_dispatch()
+    return " ".join(t for t in targets if (t == "X86_V4" or t.startswith("AVX512")) and runs.get(t))
 
 
 def kernel_pins(flags: set[str] | frozenset[str] | None = None) -> dict[str, str]:
@@ -71,3 +77,22 @@ def kernel_pins(flags: set[str] | frozenset[str] | None = None) -> dict[str, str
         return {}
     pins = {**PINS, NUMPY_PIN: numpy_avx512_paths()}
     return {k: v for k, v in pins.items() if v and k not in os.environ}
+
+
+def loaded() -> dict[str, str]:
+    """The kernels this process's numpy and torch run, and their versions: a training's result records
+    them, so two trainings of one seed that differ can be told apart by what they computed with."""
+    import numpy
+    import threadpoolctl
+    import torch
+
+    targets, runs = _numpy_dispatch()
+    return {
+        "openblas": ",".join(i.get("architecture", "?") for i in threadpoolctl.threadpool_info()
+                             if i["internal_api"] == "openblas"),
+        "numpy_simd": next((t for t in reversed(targets) if runs.get(t)), ""),  # the highest it dispatches to
+        "torch_simd": torch.backends.cpu.get_cpu_capability(),
+        "mkl_cbwr": os.environ.get("MKL_CBWR", ""),  # MKL has no query for it
+        "numpy": numpy.__version__,
+        "torch": torch.__version__,
+    }

@@ -35,8 +35,8 @@ from gymnasium.spaces import Box
 from threadpoolctl import threadpool_limits
 
 from reward_designer.forked_learner import ForkedLearner
-from reward_designer.policy import (HALF_LOG_2PI, ArrayNets, Policy, array_activation, mlp_backward, mlp_forward,
-                                    torch_device)
+from reward_designer.policy import (ARRAY_ACTIVATIONS, HALF_LOG_2PI, ArrayNets, Policy, array_activation, mlp_backward,
+                                    mlp_forward, torch_device)
 from reward_designer.vecsim import cpu_cores
 
 RewardFn = Callable[[dict, dict, torch.Tensor, np.ndarray], torch.Tensor]
@@ -82,18 +82,26 @@ class PPOConfig:
         for name in ("total_steps", "num_steps", "num_minibatches", "update_epochs"):
             if not getattr(self, name) >= 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.activation not in ARRAY_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ARRAY_ACTIVATIONS)}, got {self.activation!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "PPOConfig":
-        """A config from overrides (a preset, a job's JSON); unknown keys are an error."""
+        """A config from overrides (a preset, a job's JSON, ``--set``). ValueError, naming the field, for an
+        unknown key or a value of the wrong type: a bad override fails here, not in the middle of a training."""
+        from pydantic import TypeAdapter, ValidationError
+
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown PPOConfig fields: {sorted(unknown)}")
-        d = dict(d)
-        for k in ("hidden", "value_hidden"):
-            if d.get(k) is not None:
-                d[k] = tuple(d[k])
-        return cls(**d)
+        try:
+            return TypeAdapter(cls).validate_python(d)  # lax: 1 for a float, a list for a tuple
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            if e["type"] == "value_error":  # __post_init__'s own message
+                raise ValueError(str(e["ctx"]["error"])) from None
+            where = ".".join(str(x) for x in e["loc"])
+            raise ValueError(f"{where}: {e['msg']} (got {e['input']!r})") from None
 
     def to_dict(self) -> dict:
         return asdict(self)

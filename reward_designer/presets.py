@@ -46,8 +46,10 @@ setting tried and what it got.
 
 from __future__ import annotations
 
+import ast
 import copy
 import re
+from collections.abc import Iterable
 
 BASE = {
     "num_envs": 32,
@@ -103,3 +105,32 @@ def batch_steps(env_id: str, sim: str = "mujoco", overrides: dict | None = None)
     """Env steps per PPO update on ``env_id``: the preset's batch, with ``overrides`` (PPOConfig fields) on top."""
     shape = _shape({**preset_for(env_id, sim), **(overrides or {})})
     return shape["num_envs"] * shape["num_steps"]
+
+
+# Fields a command sets from its own options (--steps, --seed, --device): an override of them would be dropped.
+SET_BY_COMMAND = ("total_steps", "seed", "device")
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict:
+    """``["lr=1e-4", "hidden=(128,128)"]`` (``--set`` arguments) -> PPOConfig overrides, checked: ValueError,
+    naming the argument, for a malformed one, an unknown field or a value of the wrong type. A value is read
+    as a Python literal, or else taken as a string (``activation=relu``)."""
+    from .ppo import PPOConfig
+
+    overrides = {}
+    for pair in pairs:
+        key, eq, text = pair.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. lr=1e-4")
+        if key in SET_BY_COMMAND:
+            raise ValueError(f"--set {pair!r}: {key} is set by the command's own option")
+        try:
+            overrides[key] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            overrides[key] = text.strip()
+    try:
+        PPOConfig.from_dict(overrides)
+    except ValueError as exc:
+        raise ValueError(f"--set: {exc}") from None
+    return overrides

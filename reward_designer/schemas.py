@@ -154,6 +154,7 @@ class TrainResult(BaseModel):
     seconds: float = 0.0
     steps_per_second: float = 0.0
     policy: str = ""
+    kernels: dict[str, str] = {}  # numerics.loaded(): what the numbers were computed with
 
 
 class EpisodeStats(BaseModel):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import numerics
 from . import program as prog
 from .schemas import (
     MAX_COMPONENTS,
@@ -296,6 +297,7 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
     layout, dt, n = sim.layout, sim.dt, sim.num_envs
     progress = open(workdir / "progress.jsonl", "a", buffering=1)
     learner = ppo.make_learner(sim, cfg, on_fork=confine_forked)
+    kernels = numerics.loaded()  # before the confinement: threadpoolctl asks the loaded libraries through ctypes
     _confine()
     try:
         reward_program = prog.load_function(job.code, prog.ENTRY) if job.code else None
@@ -322,8 +324,8 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
         sim.close()
     seconds = time.perf_counter() - t0
     policy.save(workdir / "policy.npz")
-    return TrainResult(ok=True, steps=counts["steps"], seconds=seconds,
-                       steps_per_second=counts["steps"] / seconds, policy=str(workdir / "policy.npz"))
+    return TrainResult(ok=True, steps=counts["steps"], seconds=seconds, steps_per_second=counts["steps"] / seconds,
+                       policy=str(workdir / "policy.npz"), kernels=kernels)
 
 
 def run_analyze(job: AnalyzeJob, workdir: Path) -> AnalyzeResult:

@@ -97,9 +97,9 @@ def test_tasks_lists_the_cards():
 
 ISSUE_OPTIONS = {
     "design": ["--env", "--task", "--model", "--api-base", "--iterations", "--samples", "--train-steps", "--out",
-               "--seed", "--device", "--workers", "--llm-critic", "--fitness", "--require-sandbox"],
+               "--seed", "--device", "--workers", "--llm-critic", "--fitness", "--require-sandbox", "--set"],
     "check": ["--env", "--json"],
-    "train": ["--env", "--steps", "--out", "--seed", "--device"],
+    "train": ["--env", "--steps", "--out", "--seed", "--device", "--set"],
     "resume": [],
     "tasks": [],
     "doctor": ["--require-sandbox"],
@@ -212,3 +212,27 @@ def test_each_custom_task_gets_its_own_default_folder():
     assert run_fwd != run_back and run_fwd.startswith("halfcheetah-")
     assert custom_task_name("HalfCheetah-v5", " run forward ") == run_fwd
     assert custom_task_name("mypkg:MyCheetah-v0", "run").startswith("mycheetah-")
+
+
+def test_set_overrides_ppo_hyperparameters_and_bad_ones_are_refused_up_front(tmp_path):
+    reward = tmp_path / "reward.py"
+    reward.write_text(PEND_REWARD)
+    for pair, words in (("lr", ("expected KEY=VALUE",)), ("lrr=1e-4", ("unknown", "lrr")),
+                        ("lr=fast", ("lr", "valid number")), ("hidden=32", ("hidden", "tuple")),
+                        ("seed=3", ("seed", "own option")), ("activation=gelu", ("activation", "relu"))):
+        one_line_exit_2(run("train", str(reward), "--env", "Pendulum-v1", "--set", pair, "--out", str(tmp_path / "t")),
+                        *words)
+        assert not (tmp_path / "t").exists()
+    one_line_exit_2(run("design", "--env", "Pendulum-v1", "--task", "swing up", "--replay", DEMO_REPLIES,
+                        "--set", "num_envs=0.5", "--out", str(tmp_path / "r")), "num_envs", "integer")
+    assert not (tmp_path / "r").exists()
+
+    out = tmp_path / "ok"
+    proc = run("train", str(reward), "--env", "Pendulum-v1", "--steps", "512", "--out", str(out),
+               "--set", "hidden=(16, 16)", "--set", "num_envs=4", "--set", "num_steps=32", "--set", "activation=relu")
+    assert proc.returncode == 0, proc.stderr
+    import numpy as np
+
+    policy = np.load(out / "train" / "policy.npz")
+    assert policy["actor.0.weight"].shape == (16, 3) and policy["critic.2.weight"].shape == (16, 16)
+    assert "trained 512 steps" in proc.stderr  # 4 updates of 4 envs x 32 steps, not the base preset's 2048

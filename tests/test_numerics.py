@@ -51,18 +51,17 @@ def test_a_kernel_the_user_chose_is_left_alone(unpinned, monkeypatch, name):
 
 
 def _loaded_kernels(env: dict) -> dict:
-    """What numpy and torch chose in a fresh process with ``env``: OpenBLAS's core, torch's capability,
-    numpy's path for float64 exp, and the bytes of a policy's initial weights (an MKL QR)."""
+    """What numpy and torch chose in a fresh process with ``env`` (numerics.loaded), numpy's path for
+    float64 exp, and the bytes of a policy's initial weights (an MKL QR)."""
     probe = (
-        "import hashlib, json, numpy, threadpoolctl, torch\n"
+        "import hashlib, json, torch\n"
         "from numpy.lib.introspect import opt_func_info\n"
+        "from reward_designer.numerics import loaded\n"
         "from reward_designer.policy import Policy\n"
         "torch.manual_seed(0)\n"
         "weights = torch.cat([p.detach().reshape(-1) for p in Policy(11, 3, [-1.0] * 3, [1.0] * 3).parameters()])\n"
-        "print(json.dumps({\n"
-        "    'blas': [i['architecture'] for i in threadpoolctl.threadpool_info() if i['internal_api'] == 'openblas'],\n"
-        "    'torch': torch.backends.cpu.get_cpu_capability(),\n"
-        "    'numpy': opt_func_info(func_name='^exp$', signature='float64')['exp']['dd']['current'],\n"
+        "print(json.dumps({**loaded(),\n"
+        "    'exp': opt_func_info(func_name='^exp$', signature='float64')['exp']['dd']['current'],\n"
         "    'weights': hashlib.sha1(weights.numpy().tobytes()).hexdigest(),\n"
         "}))\n"
     )
@@ -76,11 +75,25 @@ def test_a_pinned_process_loads_the_avx2_kernels(unpinned):
     """What the pins are for: the libraries report AVX2 kernels whatever else the CPU has, and a
     policy's initial weights are those of a process told to use AVX2 by each library's own switch."""
     pinned = _loaded_kernels({**os.environ, **numerics.kernel_pins()})
-    assert pinned["blas"] == ["Haswell"] and pinned["torch"] == "AVX2"
-    assert "X86_V4" not in pinned["numpy"] and "AVX512" not in pinned["numpy"]
+    assert pinned["openblas"] == "Haswell" and pinned["torch_simd"] == "AVX2" and pinned["mkl_cbwr"] == "AVX2"
+    assert pinned["numpy_simd"] == pinned["exp"] == "X86_V3"  # numpy's AVX2 level, not X86_V4 (AVX-512)
     forced = _loaded_kernels({**os.environ, "OPENBLAS_CORETYPE": "Haswell", "ATEN_CPU_CAPABILITY": "avx2",
                               "MKL_CBWR": "AVX2"})
     assert pinned["weights"] == forced["weights"]
+
+
+def test_a_training_records_the_kernels_it_ran_on(tmp_path):
+    """Two trainings of one seed that differ can be told apart by what they computed with."""
+    outcome = jobs.run_job(TrainJob(env_id="InvertedPendulum-v5", code=None, total_steps=256, ppo={"num_envs": 4}),
+                           tmp_path, Limits(wall_s=120))
+    assert outcome.ok, outcome.problem
+    import numpy
+    import torch
+
+    kernels = outcome.result.kernels
+    assert kernels["numpy"] == numpy.__version__ and kernels["torch"] == torch.__version__
+    if PINNABLE:
+        assert (kernels["openblas"], kernels["torch_simd"], kernels["numpy_simd"]) == ("Haswell", "AVX2", "X86_V3")
 
 
 @needs_avx2

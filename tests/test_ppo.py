@@ -263,8 +263,15 @@ def test_presets():
         cfg = PPOConfig.from_dict({**preset_for(env_id, sim), **(overrides or {})})
         assert batch_steps(env_id, sim, overrides) == cfg.num_envs * cfg.num_steps
     assert batch_steps("Hopper-v5") == 4096 and batch_steps("Ant-v5", overrides={"num_envs": 4}) == 256
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="learning_rate"):
         PPOConfig.from_dict({"learning_rate": 1.0})
+    # A job's JSON or a --set of the wrong type fails when the config is made, naming the field.
+    for bad, words in (({"lr": "fast"}, "lr: Input should be a valid number"), ({"hidden": 64}, "hidden: "),
+                       ({"num_envs": 2.5}, "num_envs: "), ({"activation": "gelu"}, "activation must be one of")):
+        with pytest.raises(ValueError, match=words):
+            PPOConfig.from_dict(bad)
+    cfg = PPOConfig.from_dict({"hidden": [32, 32], "lr": 1, "desired_kl": None})  # as JSON gives them back
+    assert cfg.hidden == (32, 32) and isinstance(cfg.lr, float) and cfg.desired_kl is None
 
 
 def log_prob(policy: Policy, nobs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
