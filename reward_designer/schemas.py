@@ -154,6 +154,7 @@ class TrainResult(BaseModel):
     seconds: float = 0.0
     steps_per_second: float = 0.0
     policy: str = ""
+    ppo: dict = {}  # the whole PPOConfig it trained with: the preset, the overrides, the defaults of this version
     kernels: dict[str, str] = {}  # numerics.loaded(): what the numbers were computed with
 
 

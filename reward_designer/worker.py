@@ -325,7 +325,7 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
     seconds = time.perf_counter() - t0
     policy.save(workdir / "policy.npz")
     return TrainResult(ok=True, steps=counts["steps"], seconds=seconds, steps_per_second=counts["steps"] / seconds,
-                       policy=str(workdir / "policy.npz"), kernels=kernels)
+                       policy=str(workdir / "policy.npz"), ppo=cfg.to_dict(), kernels=kernels)
 
 
 def run_analyze(job: AnalyzeJob, workdir: Path) -> AnalyzeResult:

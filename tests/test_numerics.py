@@ -82,8 +82,8 @@ def test_a_pinned_process_loads_the_avx2_kernels(unpinned):
     assert pinned["weights"] == forced["weights"]
 
 
-def test_a_training_records_the_kernels_it_ran_on(tmp_path):
-    """Two trainings of one seed that differ can be told apart by what they computed with."""
+def test_a_training_records_the_config_and_kernels_it_ran_with(tmp_path):
+    """Two trainings of one seed that differ can be told apart by what they were run with."""
     outcome = jobs.run_job(TrainJob(env_id="InvertedPendulum-v5", code=None, total_steps=256, ppo={"num_envs": 4}),
                            tmp_path, Limits(wall_s=120))
     assert outcome.ok, outcome.problem
@@ -91,6 +91,7 @@ def test_a_training_records_the_kernels_it_ran_on(tmp_path):
     import torch
 
     kernels = outcome.result.kernels
+    assert outcome.result.ppo["num_envs"] == 4 and outcome.result.ppo["total_steps"] == 256  # and the whole config
     assert kernels["numpy"] == numpy.__version__ and kernels["torch"] == torch.__version__
     if PINNABLE:
         assert (kernels["openblas"], kernels["torch_simd"], kernels["numpy_simd"]) == ("Haswell", "AVX2", "X86_V3")
