@@ -111,26 +111,32 @@ def batch_steps(env_id: str, sim: str = "mujoco", overrides: dict | None = None)
 SET_BY_COMMAND = ("total_steps", "seed", "device")
 
 
+def check_overrides(overrides: dict) -> dict:
+    """``overrides`` if they make a PPOConfig with the fields a command does not set itself; else ValueError
+    naming the field."""
+    from .ppo import PPOConfig
+
+    if taken := [k for k in SET_BY_COMMAND if k in overrides]:
+        raise ValueError(f"{taken[0]} is set by the command's own option, not as a PPO override")
+    PPOConfig.from_dict(overrides)
+    return overrides
+
+
 def parse_overrides(pairs: Iterable[str]) -> dict:
     """``["lr=1e-4", "hidden=(128,128)"]`` (``--set`` arguments) -> PPOConfig overrides, checked: ValueError,
     naming the argument, for a malformed one, an unknown field or a value of the wrong type. A value is read
     as a Python literal, or else taken as a string (``activation=relu``)."""
-    from .ppo import PPOConfig
-
     overrides = {}
     for pair in pairs:
         key, eq, text = pair.partition("=")
         key = key.strip()
         if not eq or not key:
             raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. lr=1e-4")
-        if key in SET_BY_COMMAND:
-            raise ValueError(f"--set {pair!r}: {key} is set by the command's own option")
         try:
             overrides[key] = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError):
             overrides[key] = text.strip()
     try:
-        PPOConfig.from_dict(overrides)
+        return check_overrides(overrides)
     except ValueError as exc:
         raise ValueError(f"--set: {exc}") from None
-    return overrides

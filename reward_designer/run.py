@@ -72,7 +72,7 @@ class RunConfig(BaseModel):
     llm_analysis: bool = True
     episodes: int = Field(default=5, ge=1)
     require_sandbox: bool = False
-    ppo: dict = {}
+    ppo: dict = {}  # PPOConfig overrides, over the task's (TaskSpec.ppo)
     prices: tuple[float, float] | None = None  # USD per 1M prompt / completion tokens
 
 
@@ -234,7 +234,7 @@ class Run:
         self._critic = Critic(cfg.task.env_id, cfg.task.env_kwargs, llm=llm if cfg.llm_critic else None,
                               task=cfg.task, envcard=envcard, require_sandbox=cfg.require_sandbox, seed=cfg.seed)
         self._trainer = Trainer(cfg.task.env_id, cfg.train_steps, cfg.task.env_kwargs, seed=cfg.seed,
-                                device=cfg.device, ppo=cfg.ppo, require_sandbox=cfg.require_sandbox,
+                                device=cfg.device, ppo={**cfg.task.ppo, **cfg.ppo}, require_sandbox=cfg.require_sandbox,
                                 sim=cfg.sim, kernel_dir=self.folder / "warp")
         if cfg.sim == "warp" and not quiet:
             self.console.print(f"MuJoCo Warp: compiling the kernels for {cfg.task.env_id} once, for every training")

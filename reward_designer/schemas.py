@@ -41,6 +41,7 @@ class TaskSpec(BaseModel):
     fitness: FitnessSpec | None = None  # None: asked of the LLM once, at run start
     env_kwargs: dict = {}
     train_steps: int = Field(default=1_000_000, gt=0)
+    ppo: dict = {}  # PPOConfig overrides for this task, over the env's preset; a run's own (--set) go over them
 
     @field_validator("description")
     @classmethod
@@ -48,6 +49,13 @@ class TaskSpec(BaseModel):
         if not v.strip():
             raise ValueError("the task description is empty")
         return v.strip()
+
+    @field_validator("ppo")
+    @classmethod
+    def _a_config(cls, v: dict) -> dict:
+        from .presets import check_overrides
+
+        return check_overrides(v) if v else v
 
 
 # ---------------------------------------------------------------- worker jobs

@@ -226,6 +226,11 @@ def test_set_overrides_ppo_hyperparameters_and_bad_ones_are_refused_up_front(tmp
     one_line_exit_2(run("design", "--env", "Pendulum-v1", "--task", "swing up", "--replay", DEMO_REPLIES,
                         "--set", "num_envs=0.5", "--out", str(tmp_path / "r")), "num_envs", "integer")
     assert not (tmp_path / "r").exists()
+    card = tmp_path / "card.yaml"  # a task card's own overrides are checked alike
+    card.write_text("name: x\nenv_id: Pendulum-v1\ndescription: swing up\nppo: {gamma: high}\n")
+    one_line_exit_2(run("design", str(card), "--replay", DEMO_REPLIES, "--out", str(tmp_path / "r")),
+                    "not a valid task card", "gamma")
+    assert not (tmp_path / "r").exists()
 
     out = tmp_path / "ok"
     proc = run("train", str(reward), "--env", "Pendulum-v1", "--steps", "512", "--out", str(out),

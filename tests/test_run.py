@@ -172,15 +172,16 @@ def test_a_job_with_a_mistyped_ppo_override_says_so(tmp_path):
 
 
 def test_training_takes_whole_batches_and_the_llm_is_told_how_many_steps(tmp_path):
-    # 100 steps is under one batch (4 envs x 64 steps): a candidate trains one batch, and the
-    # refine prompt says 256, the steps the policy it describes had.
-    config = {**CONFIG, "iterations": 2, "train_steps": 100}
-    record = design(load_task("pendulum-upright"), tmp_path / "run",
-                    replay=replies(tmp_path, [GOOD, GOOD]), samples=1, **config)
+    # 100 steps is under one batch (4 envs, the run's, x 16 steps, the task's): a candidate trains one
+    # batch, and the refine prompt says 64, the steps the policy it describes had.
+    task = load_task("pendulum-upright").model_copy(update={"ppo": {"num_steps": 16, "num_envs": 32}})
+    config = {**CONFIG, "iterations": 2, "train_steps": 100, "ppo": {"num_envs": 4}}
+    record = design(task, tmp_path / "run", replay=replies(tmp_path, [GOOD, GOOD]), samples=1, **config)
     assert record.status == "done"
     result = json.loads((tmp_path / "run" / "iter_01" / "cand_00" / "train" / "result.json").read_text())
-    assert result["result"]["steps"] == 256
-    assert "(256 env steps of PPO)" in (tmp_path / "run" / "iter_02" / "prompt.md").read_text()
+    assert result["result"]["steps"] == 64
+    assert (result["result"]["ppo"]["num_envs"], result["result"]["ppo"]["num_steps"]) == (4, 16)
+    assert "(64 env steps of PPO)" in (tmp_path / "run" / "iter_02" / "prompt.md").read_text()
 
 
 NAN = "```python\nimport torch\ndef compute_reward(state, action):\n    r = state.obs[:, 0] / 0.0 * 0.0\n    return r, {'r': r}\n```"
