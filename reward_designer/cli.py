@@ -123,8 +123,9 @@ def _read_python(path: Path, what: str) -> str:
     return text
 
 
-SET_HELP = ("A PPO hyperparameter over the env's preset, KEY=VALUE (a PPOConfig field; repeat the option for "
-            "more), e.g. --set lr=1e-4 --set 'hidden=(128,128)'.")
+SET_HELP = ("A PPO hyperparameter over the env's preset (and a task card's ppo:), KEY=VALUE: a PPOConfig field "
+            "and a Python literal; repeat the option for more, e.g. --set lr=1e-4 --set 'hidden=(128,128)' "
+            "--set desired_kl=None.")
 
 
 def _ppo_overrides(pairs: list[str] | None) -> dict:

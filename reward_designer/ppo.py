@@ -78,24 +78,45 @@ class PPOConfig:
     fork_learner: bool = True  # split each minibatch with a forked twin when there is a second core
 
     def __post_init__(self):
-        # Zero of any of these trains nothing, or fails deep inside an update.
-        for name in ("total_steps", "num_steps", "num_minibatches", "update_epochs"):
+        # Values that would train nothing, or fail deep inside a training, are refused when the config is made.
+        for name in ("total_steps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads"):
             if not getattr(self, name) >= 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        if self.activation not in ARRAY_ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ARRAY_ACTIVATIONS)}, got {self.activation!r}")
+        for name, ok, rule in (
+            ("lr", 0 < self.lr < math.inf, "positive and finite"),
+            ("gamma", 0 < self.gamma <= 1, "in (0, 1]"),
+            ("gae_lambda", 0 <= self.gae_lambda <= 1, "in [0, 1]"),
+            ("clip_coef", self.clip_coef > 0, "positive"),
+            ("desired_kl", self.desired_kl is None or self.desired_kl > 0, "positive, or None"),
+            ("target_kl", self.target_kl is None or self.target_kl > 0, "positive, or None"),
+            ("hidden", all(h >= 1 for h in self.hidden), "layer sizes of at least 1"),
+            ("value_hidden", all(h >= 1 for h in self.value_hidden or ()), "layer sizes of at least 1, or None"),
+            ("activation", self.activation in ARRAY_ACTIVATIONS, f"one of {sorted(ARRAY_ACTIVATIONS)}"),
+        ):
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "PPOConfig":
         """A config from overrides (a preset, a job's JSON, ``--set``). ValueError, naming the field, for an
-        unknown key or a value of the wrong type: a bad override fails here, not in the middle of a training."""
+        unknown key, a value of the wrong type or out of range: a bad override fails here, not in a training."""
+        import json
+
         from pydantic import TypeAdapter, ValidationError
 
+        if not isinstance(d, dict):
+            raise ValueError(f"PPO overrides must be a mapping of PPOConfig fields, got {d!r}")
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown PPOConfig fields: {sorted(unknown)}")
         try:
-            return TypeAdapter(cls).validate_python(d)  # lax: 1 for a float, a list for a tuple
+            text = json.dumps(d, allow_nan=False)
+        except (TypeError, ValueError) as exc:  # a set, bytes, NaN: nothing a job's JSON could carry
+            raise ValueError(f"PPO overrides must be plain numbers, strings, lists and None: {exc}") from None
+        try:
+            # Strict, as JSON: an int for a float and a list for a tuple, but no "4" for 4, "yes" for True,
+            # True for 1 or 4.0 for 4.
+            return TypeAdapter(cls).validate_json(text, strict=True)
         except ValidationError as exc:
             e = exc.errors()[0]
             if e["type"] == "value_error":  # __post_init__'s own message

@@ -107,35 +107,43 @@ def batch_steps(env_id: str, sim: str = "mujoco", overrides: dict | None = None)
     return shape["num_envs"] * shape["num_steps"]
 
 
-# Fields a command sets from its own options (--steps, --seed, --device): an override of them would be dropped.
-SET_BY_COMMAND = ("total_steps", "seed", "device")
+# Fields set by their own options, which would drop an override of them: where to set each instead.
+SET_BY_COMMAND = {"total_steps": "--steps, --train-steps or a task card's train_steps", "seed": "--seed",
+                  "device": "--device"}
+WORDS = {"true": True, "false": False, "none": None, "null": None}  # as YAML and JSON spell them
 
 
 def check_overrides(overrides: dict) -> dict:
-    """``overrides`` if they make a PPOConfig with the fields a command does not set itself; else ValueError
-    naming the field."""
+    """``overrides`` as the PPOConfig values they make (``hidden`` a tuple), if they make one without the
+    fields set elsewhere; else ValueError naming the field."""
     from .ppo import PPOConfig
 
-    if taken := [k for k in SET_BY_COMMAND if k in overrides]:
-        raise ValueError(f"{taken[0]} is set by the command's own option, not as a PPO override")
-    PPOConfig.from_dict(overrides)
-    return overrides
+    for key, where in SET_BY_COMMAND.items():
+        if key in overrides:
+            raise ValueError(f"{key} is not a PPO override: set it with {where}")
+    cfg = PPOConfig.from_dict(overrides)
+    return {k: getattr(cfg, k) for k in overrides}
+
+
+def read_value(text: str):
+    """An override's value from text: a Python literal, true / false / none as YAML spells them, else the
+    text (``relu``). Also for a card's strings: YAML reads ``1e-4`` (no dot) as one."""
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return WORDS.get(text.strip().lower(), text.strip())
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict:
     """``["lr=1e-4", "hidden=(128,128)"]`` (``--set`` arguments) -> PPOConfig overrides, checked: ValueError,
-    naming the argument, for a malformed one, an unknown field or a value of the wrong type. A value is read
-    as a Python literal, or else taken as a string (``activation=relu``)."""
+    naming the argument, for a malformed one, an unknown field or a bad value; values as ``read_value``."""
     overrides = {}
     for pair in pairs:
         key, eq, text = pair.partition("=")
         key = key.strip()
         if not eq or not key:
             raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. lr=1e-4")
-        try:
-            overrides[key] = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            overrides[key] = text.strip()
+        overrides[key] = read_value(text)
     try:
         return check_overrides(overrides)
     except ValueError as exc:

@@ -53,9 +53,9 @@ class TaskSpec(BaseModel):
     @field_validator("ppo")
     @classmethod
     def _a_config(cls, v: dict) -> dict:
-        from .presets import check_overrides
+        from .presets import check_overrides, read_value
 
-        return check_overrides(v) if v else v
+        return check_overrides({k: read_value(x) if isinstance(x, str) else x for k, x in v.items()}) if v else v
 
 
 # ---------------------------------------------------------------- worker jobs

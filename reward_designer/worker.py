@@ -297,7 +297,10 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
     layout, dt, n = sim.layout, sim.dt, sim.num_envs
     progress = open(workdir / "progress.jsonl", "a", buffering=1)
     learner = ppo.make_learner(sim, cfg, on_fork=confine_forked)
-    kernels = numerics.loaded()  # before the confinement: threadpoolctl asks the loaded libraries through ctypes
+    try:  # before the confinement: threadpoolctl asks the loaded libraries through ctypes
+        kernels = numerics.loaded()
+    except Exception:  # noqa: BLE001 - a record of the training, never a reason to fail it
+        kernels = {}
     _confine()
     try:
         reward_program = prog.load_function(job.code, prog.ENTRY) if job.code else None

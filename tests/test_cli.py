@@ -218,8 +218,9 @@ def test_set_overrides_ppo_hyperparameters_and_bad_ones_are_refused_up_front(tmp
     reward = tmp_path / "reward.py"
     reward.write_text(PEND_REWARD)
     for pair, words in (("lr", ("expected KEY=VALUE",)), ("lrr=1e-4", ("unknown", "lrr")),
-                        ("lr=fast", ("lr", "valid number")), ("hidden=32", ("hidden", "tuple")),
-                        ("seed=3", ("seed", "own option")), ("activation=gelu", ("activation", "relu"))):
+                        ("lr=fast", ("lr", "valid number")), ("hidden=32", ("hidden", "array")),
+                        ("num_envs='4'", ("num_envs", "integer")), ("gamma=2", ("gamma", "(0, 1]")),
+                        ("seed=3", ("seed", "--seed")), ("activation=gelu", ("activation", "relu"))):
         one_line_exit_2(run("train", str(reward), "--env", "Pendulum-v1", "--set", pair, "--out", str(tmp_path / "t")),
                         *words)
         assert not (tmp_path / "t").exists()

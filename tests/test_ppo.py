@@ -9,7 +9,7 @@ from gymnasium.spaces import Box
 
 from reward_designer.policy import ArrayNets, Policy, torch_device
 from reward_designer.ppo import Batch, Collector, FlatAdam, Learner, PPOConfig, compute_gae, make_policy, ppo_gradient, train
-from reward_designer.presets import PRESETS, batch_steps, preset_for
+from reward_designer.presets import PRESETS, batch_steps, parse_overrides, preset_for
 from reward_designer.vecsim import SimBase, StepOut, make_vecsim
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -265,13 +265,33 @@ def test_presets():
     assert batch_steps("Hopper-v5") == 4096 and batch_steps("Ant-v5", overrides={"num_envs": 4}) == 256
     with pytest.raises(ValueError, match="learning_rate"):
         PPOConfig.from_dict({"learning_rate": 1.0})
-    # A job's JSON or a --set of the wrong type fails when the config is made, naming the field.
+    # A job's JSON or a --set of the wrong type, or out of range, fails when the config is made, naming the field.
     for bad, words in (({"lr": "fast"}, "lr: Input should be a valid number"), ({"hidden": 64}, "hidden: "),
-                       ({"num_envs": 2.5}, "num_envs: "), ({"activation": "gelu"}, "activation must be one of")):
+                       ({"num_envs": 2.5}, "num_envs: "), ({"num_envs": "4"}, "num_envs: "), ({"lr": True}, "lr: "),
+                       ({"anneal_lr": "yes"}, "anneal_lr: "), ({"activation": "gelu"}, "activation must be one of"),
+                       ({"gamma": 1.5}, r"gamma must be in \(0, 1\]"), ({"lr": float("nan")}, "plain numbers"),
+                       ({"hidden": [64, 0]}, "hidden must be layer sizes"), ({"num_envs": -2}, "num_envs must be"),
+                       ("lr=1", "a mapping")):
         with pytest.raises(ValueError, match=words):
             PPOConfig.from_dict(bad)
     cfg = PPOConfig.from_dict({"hidden": [32, 32], "lr": 1, "desired_kl": None})  # as JSON gives them back
     assert cfg.hidden == (32, 32) and isinstance(cfg.lr, float) and cfg.desired_kl is None
+
+
+def test_overrides_from_the_command_line_and_from_a_task_card():
+    from reward_designer.tasks import TaskError, parse_card
+
+    assert parse_overrides(["lr=1e-4", "hidden=(64, 64)", "norm_obs=false", "desired_kl=None", "activation=relu"]) == {
+        "lr": 1e-4, "hidden": (64, 64), "norm_obs": False, "desired_kl": None, "activation": "relu"}
+    for pairs, words in ((["lr"], "expected KEY=VALUE"), (["seed=1"], "--seed"), (["total_steps=9"], "train_steps"),
+                         (["num_envs=4e0"], "num_envs: ")):
+        with pytest.raises(ValueError, match=words):
+            parse_overrides(pairs)
+    # YAML reads 1e-4 (no dot) as a string: a card's is read as --set reads it.
+    card = "name: x\nenv_id: Hopper-v5\ndescription: hop\nppo: {lr: 1e-4, hidden: [32, 32]}\n"
+    assert parse_card(card, "card.yaml").ppo == {"lr": 1e-4, "hidden": (32, 32)}
+    with pytest.raises(TaskError, match="train_steps"):
+        parse_card(card.replace("lr: 1e-4", "total_steps: 5"), "card.yaml")
 
 
 def log_prob(policy: Policy, nobs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
