@@ -109,14 +109,15 @@ class PPOConfig:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown PPOConfig fields: {sorted(unknown)}")
-        try:
-            text = json.dumps(d, allow_nan=False)
-        except (TypeError, ValueError) as exc:  # a set, bytes, NaN: nothing a job's JSON could carry
-            raise ValueError(f"PPO overrides must be plain numbers, strings, lists and None: {exc}") from None
+        for key, value in d.items():
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):  # a set, bytes, NaN: nothing a job's JSON could carry
+                raise ValueError(f"{key}: must be a finite number, a string, a list or None (got {value!r})") from None
         try:
             # Strict, as JSON: an int for a float and a list for a tuple, but no "4" for 4, "yes" for True,
             # True for 1 or 4.0 for 4.
-            return TypeAdapter(cls).validate_json(text, strict=True)
+            return TypeAdapter(cls).validate_json(json.dumps(d), strict=True)
         except ValidationError as exc:
             e = exc.errors()[0]
             if e["type"] == "value_error":  # __post_init__'s own message

@@ -130,7 +130,7 @@ def read_value(text: str):
     text (``relu``). Also for a card's strings: YAML reads ``1e-4`` (no dot) as one."""
     try:
         return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # not a literal ({[1]: 2}, too deep)
         return WORDS.get(text.strip().lower(), text.strip())
 
 

@@ -165,7 +165,9 @@ class Run:
         try:
             record = RunRecord.model_validate_json(path.read_bytes())
         except ValidationError as exc:
-            raise RunError(f"{path} is damaged: {str(exc).splitlines()[0]}") from None
+            e = exc.errors()[0]
+            where = ".".join(str(x) for x in e["loc"]) or "the record"
+            raise RunError(f"{path} is damaged or from an incompatible version: {where}: {e['msg']}") from None
         except OSError as exc:
             raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
         return cls(folder, record, console)

@@ -269,7 +269,7 @@ def test_presets():
     for bad, words in (({"lr": "fast"}, "lr: Input should be a valid number"), ({"hidden": 64}, "hidden: "),
                        ({"num_envs": 2.5}, "num_envs: "), ({"num_envs": "4"}, "num_envs: "), ({"lr": True}, "lr: "),
                        ({"anneal_lr": "yes"}, "anneal_lr: "), ({"activation": "gelu"}, "activation must be one of"),
-                       ({"gamma": 1.5}, r"gamma must be in \(0, 1\]"), ({"lr": float("nan")}, "plain numbers"),
+                       ({"gamma": 1.5}, r"gamma must be in \(0, 1\]"), ({"lr": float("nan")}, "lr: must be a finite number"),
                        ({"hidden": [64, 0]}, "hidden must be layer sizes"), ({"num_envs": -2}, "num_envs must be"),
                        ("lr=1", "a mapping")):
         with pytest.raises(ValueError, match=words):
@@ -284,7 +284,7 @@ def test_overrides_from_the_command_line_and_from_a_task_card():
     assert parse_overrides(["lr=1e-4", "hidden=(64, 64)", "norm_obs=false", "desired_kl=None", "activation=relu"]) == {
         "lr": 1e-4, "hidden": (64, 64), "norm_obs": False, "desired_kl": None, "activation": "relu"}
     for pairs, words in ((["lr"], "expected KEY=VALUE"), (["seed=1"], "--seed"), (["total_steps=9"], "train_steps"),
-                         (["num_envs=4e0"], "num_envs: ")):
+                         (["num_envs=4e0"], "num_envs: "), (["lr={[1]: 2}"], "lr: Input should be a valid number")):
         with pytest.raises(ValueError, match=words):
             parse_overrides(pairs)
     # YAML reads 1e-4 (no dot) as a string: a card's is read as --set reads it.

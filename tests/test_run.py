@@ -357,6 +357,20 @@ def test_the_summary_shows_the_error_a_candidate_failed_with(finished):
     assert "RuntimeError: boom" in text and "in compute_reward" not in text  # the error, not the traceback
 
 
+def test_a_run_file_that_does_not_validate_is_refused_naming_what(finished, tmp_path):
+    folder, _, _ = finished
+    saved = json.loads((folder / "run.json").read_text())
+    saved["config"]["task"]["ppo"] = {"num_envs": 4.5}  # an edit by hand, or an older version's lax value
+    (tmp_path / "edited").mkdir()
+    (tmp_path / "edited" / "run.json").write_text(json.dumps(saved))
+    with pytest.raises(RunError, match=r"incompatible version: config\.task\.ppo: .*num_envs"):
+        Run.open(tmp_path / "edited")
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "run.json").write_text((folder / "run.json").read_text()[:100])  # a torn write
+    with pytest.raises(RunError, match="is damaged"):
+        Run.open(tmp_path / "cut")
+
+
 def test_one_process_at_a_time_runs_a_folder(finished):
     folder, record, _ = finished
     holder = Run.open(folder)
