@@ -23,7 +23,9 @@ MSGS = [{"role": "system", "content": "you write rewards"}, {"role": "user", "co
 def client(server: FakeOpenAI, model: str = "openai/fake-model", **kw) -> LLMClient:
     kw.setdefault("backoff_s", 0.01)  # keep retry tests fast
     kw.setdefault("api_key", "test-key")
-    return LLMClient(model, api_base=server.base_url, **kw)
+    c = LLMClient(model, api_base=server.base_url, **kw)
+    c._resolve()  # litellm's import (~2 s the first time) here, not inside a test's timing
+    return c
 
 
 # ---- n samples ---------------------------------------------------------------
@@ -129,12 +131,13 @@ def test_calls_reuse_the_connection():
 
 def test_deadline_stops_retrying():
     with FakeOpenAI(lambda req: (500, "down")) as server:
-        # the first backoff (1-2 s) would end past the 0.5 s deadline: give up now, don't sleep
-        c = client(server, deadline_s=0.5, backoff_s=2.0, max_retries=100)
+        # the first backoff (10-20 s) would end past the 3 s deadline: give up now, don't sleep. The 3 s
+        # leave a slow machine time for the first request (a new HTTP client) to get its 500.
+        c = client(server, deadline_s=3.0, backoff_s=20.0, max_retries=100)
         t0 = time.monotonic()
         with pytest.raises(LLMError, match="deadline.*last error: HTTP 500"):
             c.complete(MSGS)
-        assert time.monotonic() - t0 < 0.5
+        assert time.monotonic() - t0 < 3.0
         assert len(server.chat_requests) == 1
 
 
