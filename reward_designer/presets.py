@@ -128,10 +128,11 @@ def check_overrides(overrides: dict) -> dict:
 def read_value(text: str):
     """An override's value from text: a Python literal, true / false / none as YAML spells them, else the
     text (``relu``). Also for a card's strings: YAML reads ``1e-4`` (no dot) as one."""
+    text = text.strip()
     try:
-        return ast.literal_eval(text.strip())
+        return ast.literal_eval(text)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # not a literal ({[1]: 2}, too deep)
-        return WORDS.get(text.strip().lower(), text.strip())
+        return WORDS.get(text.lower(), text)
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict:

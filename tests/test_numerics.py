@@ -20,7 +20,8 @@ needs_avx2 = pytest.mark.skipif(not PINNABLE, reason="the pins are for x86-64 CP
 
 @pytest.fixture
 def unpinned(monkeypatch):
-    for name in PINNED:
+    """No kernel chosen by the user: no pin of theirs, and no RD_KERNELS=native."""
+    for name in (*PINNED, numerics.NATIVE):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -83,9 +84,8 @@ def test_a_pinned_process_loads_the_avx2_kernels(unpinned):
     assert pinned["weights"] == forced["weights"]
 
 
-def test_a_training_records_the_config_and_kernels_it_ran_with(tmp_path, unpinned, monkeypatch):
+def test_a_training_records_the_config_and_kernels_it_ran_with(tmp_path, unpinned):
     """Two trainings of one seed that differ can be told apart by what they were run with."""
-    monkeypatch.delenv(numerics.NATIVE, raising=False)
     outcome = jobs.run_job(TrainJob(env_id="InvertedPendulum-v5", code=None, total_steps=256, ppo={"num_envs": 4}),
                            tmp_path, Limits(wall_s=120))
     assert outcome.ok, outcome.problem
