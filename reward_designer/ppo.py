@@ -23,6 +23,7 @@ The math is this file's; only where the halves are computed changes.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import deque
@@ -100,8 +101,6 @@ class PPOConfig:
     def from_dict(cls, d: dict) -> "PPOConfig":
         """A config from overrides (a preset, a job's JSON, ``--set``). ValueError, naming the field, for an
         unknown key, a value of the wrong type or out of range: a bad override fails here, not in a training."""
-        import json
-
         from pydantic import TypeAdapter, ValidationError
 
         if not isinstance(d, dict):

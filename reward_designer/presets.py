@@ -39,9 +39,11 @@ setting tried and what it got.
   HalfCheetah, 256 for Hopper). Measured at 1M steps on Warp's CPU backend
   (same physics as on a GPU), medians of seeds 0-2: HalfCheetah 6036 (the CPU
   preset: 6296) and, with Hopper's preset of before 2026-12-01, Hopper 3220
-  (3482); Hopper's preset now gave 1750 / 3273 on seeds 0-1. rsl_rl's shape (1024 worlds x 16 steps, 4 minibatches, 5 epochs: 61
-  updates) got 4431-4614 on HalfCheetah and 1061 on Hopper (439 with the step size following the KL). More worlds pay off
-  with larger budgets: override ``num_envs`` and ``num_steps`` for those.
+  (3482); Hopper's preset now gave 1750 / 3273 on seeds 0-1. rsl_rl's shape
+  (1024 worlds x 16 steps, 4 minibatches, 5 epochs: 61 updates) got 4431-4614
+  on HalfCheetah and 1061 on Hopper (439 with the step size following the
+  KL). More worlds pay off with larger budgets: override ``num_envs`` and
+  ``num_steps`` for those.
 """
 
 from __future__ import annotations
