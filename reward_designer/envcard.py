@@ -1,8 +1,10 @@
 """EnvCard: what the designer LLM may read about an environment.
 
 Built by introspecting a gymnasium env (the MuJoCo model's names and index
-ranges, the observation layout, spaces, timing, episode length, and the parts
-of the env's docstring that describe the task and its termination) and
+ranges, joint axes, actuator gears, the reset pose, the fluid it moves in, the
+observation layout, spaces, timing, episode length, the termination checks of
+the gymnasium envs it knows, in qpos terms, and the parts of the env's
+docstring that carry physics) and
 rendered as a compact Python class stub, the way Text2Reward presents an
 environment. The env's own reward is deliberately left out: the designer is
 asked to write one, and the env reward is the baseline it is measured against.
@@ -73,6 +75,51 @@ class ObsField(BaseModel):
         return f"clip({text}, -{_num(self.clip)}, {_num(self.clip)})" if self.clip is not None else text
 
 
+class Bound(BaseModel):
+    """One of an env's termination checks: the episode ends when an entry of ``source[index]``
+    leaves (low, high) ([low, high] when ``closed``); a None bound is not checked."""
+
+    source: str  # as in ObsField: "qpos", "qvel", 'site("tip").pos'
+    index: tuple[int, int]  # [start, end) into source
+    low: float | None = None
+    high: float | None = None
+    closed: bool = False
+
+    def expr(self) -> str:
+        return _span(self.source, self.index)
+
+    def causes(self) -> list[str]:
+        """One text per side: what the analyzer counts episodes by (``min(qvel[0:6]) <= -100``)."""
+        many = self.index[1] - self.index[0] > 1
+        le, ge = ("<", ">") if self.closed else ("<=", ">=")
+        out = []
+        if self.low is not None:
+            out.append(f"{'min(' + self.expr() + ')' if many else self.expr()} {le} {_num(self.low)}")
+        if self.high is not None:
+            out.append(f"{'max(' + self.expr() + ')' if many else self.expr()} {ge} {_num(self.high)}")
+        return out
+
+    def text(self) -> str:
+        """The check as a reward writer needs it: ``qpos[1] <= 0.7``, ``|qpos[2]| >= 0.2``."""
+        if self.low is not None and self.high is not None:
+            if self.index[1] - self.index[0] == 1 and self.low == -self.high:
+                return f"|{self.expr()}| {'>' if self.closed else '>='} {_num(self.high)}"
+            a, b = ("[", "]") if self.closed else ("(", ")")
+            many = "an entry of " if self.index[1] - self.index[0] > 1 else ""
+            return f"{many}{self.expr()} outside {a}{_num(self.low)}, {_num(self.high)}{b}"
+        return self.causes()[0]
+
+    def ended(self, values: np.ndarray) -> list[bool]:
+        """Whether each side's check fires on ``values`` (source[index] at an episode's last step)."""
+        v = np.asarray(values, dtype=np.float64).ravel()
+        out = []
+        if self.low is not None:
+            out.append(bool((v < self.low).any() if self.closed else (v <= self.low).any()))
+        if self.high is not None:
+            out.append(bool((v > self.high).any() if self.closed else (v >= self.high).any()))
+        return out
+
+
 class EnvCard(BaseModel):
     env_id: str
     summary: str  # the docstring's description, trimmed
@@ -91,6 +138,18 @@ class EnvCard(BaseModel):
     layout: ModelLayout | None = None
     obs_layout: list[ObsField] = []
     termination: str = ""  # termination conditions, if the docstring states them
+    # The env's own checks, read off its parameters (healthy_z_range, ...); None: not an env whose
+    # checks we know (the docstring's text stands); []: it never terminates.
+    terminations: list[Bound] | None = None
+    joint_axes: dict[str, list[float]] = {}  # hinge/slide joints: the world axis at the reset pose
+    gears: list[float] = []  # per actuator: force (or torque) = gear x control
+    motors: bool = False  # every actuator is a plain motor (gain 1, no bias), so the above holds
+    reset_qpos: list[float] = []  # the reset pose before noise
+    reset_noise: float | None = None  # the env's reset_noise_scale
+    root: str = ""  # the body the first joint moves, and its world height at the reset pose
+    root_z: float | None = None
+    viscosity: float = 0.0  # the medium (Swimmer's viscous fluid)
+    density: float = 0.0
     # Docstring sections for envs without a model to name things by (non-MuJoCo).
     observation_notes: str = ""
     action_notes: str = ""
@@ -143,6 +202,8 @@ def _card(env_id: str, env: gym.Env) -> EnvCard:
     if is_mujoco:
         card.gravity = [float(g) for g in model.opt.gravity]
         card.layout = layout_from_model(model)
+        _physics(card, u, model, data)
+        card.terminations = _terminations(u, card.layout)
         # An env may set what its observation reads (a goal, say) only on reset.
         env.reset(seed=0)
         card.obs_layout = _obs_layout(u, model, data, card.layout)
@@ -150,13 +211,89 @@ def _card(env_id: str, env: gym.Env) -> EnvCard:
         # Nothing to name the observation by: the docstring is all there is.
         card.observation_notes = _clip(_clean(sections.get("observation space", "")), SECTION_CHARS)
         card.action_notes = _clip(_clean(sections.get("action space", "")), SECTION_CHARS)
+        # Conventions a reward needs are often only in the reward section ("where theta is the
+        # angle ... (with 0 being in the upright position)"): its definitions, not its formula.
+        if defs := _definitions(sections.get("rewards", "")):
+            card.summary += " " + _clip(" ".join(defs), SUMMARY_CHARS // 2)
     return card
+
+
+def _physics(card: EnvCard, u, model, data) -> None:
+    """What the model says that names cannot: axes, gears, the reset pose, the medium."""
+    qpos0 = np.asarray(getattr(u, "init_qpos", model.qpos0), dtype=np.float64)
+    data.qpos[:], data.qvel[:] = qpos0, 0.0
+    mujoco.mj_forward(model, data)
+    for j in range(model.njnt):
+        if int(model.jnt_type[j]) in (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)):
+            name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, j)
+            if name in card.layout.joints:
+                card.joint_axes[name] = [round(float(a), 3) + 0.0 for a in data.xaxis[j]]
+    card.gears = [float(g) for g in model.actuator_gear[:, 0]]
+    card.motors = model.nu > 0 and bool(
+        (model.actuator_gaintype == mujoco.mjtGain.mjGAIN_FIXED).all()
+        and (model.actuator_gainprm[:, 0] == 1).all()
+        and (model.actuator_biastype == mujoco.mjtBias.mjBIAS_NONE).all()
+        and (model.actuator_dyntype == mujoco.mjtDyn.mjDYN_NONE).all())
+    card.reset_qpos = [float(x) for x in qpos0]
+    noise = getattr(u, "_reset_noise_scale", None)
+    card.reset_noise = float(noise) if isinstance(noise, numbers.Real) else None
+    if model.njnt:
+        body = int(model.jnt_bodyid[0])
+        card.root = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, body) or ""
+        card.root_z = float(data.xpos[body][2]) if card.root else None
+    card.viscosity, card.density = float(model.opt.viscosity), float(model.opt.density)
+
+
+def _terminations(u, layout: ModelLayout) -> list[Bound] | None:
+    """The termination checks of the gymnasium MuJoCo envs, with the values this env was made with.
+
+    Which qpos entries each class checks is read from its ``is_healthy`` / ``step`` (gymnasium 1.x,
+    v5); tests/test_envcard.py holds each against the env's own ``terminated``.
+    """
+    from gymnasium.envs.mujoco.ant_v5 import AntEnv
+    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+    from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
+    from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
+    from gymnasium.envs.mujoco.inverted_double_pendulum_v5 import InvertedDoublePendulumEnv
+    from gymnasium.envs.mujoco.inverted_pendulum_v5 import InvertedPendulumEnv
+    from gymnasium.envs.mujoco.pusher_v5 import PusherEnv
+    from gymnasium.envs.mujoco.reacher_v5 import ReacherEnv
+    from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv
+    from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
+
+    if isinstance(u, (HalfCheetahEnv, SwimmerEnv, ReacherEnv, PusherEnv)):
+        return []
+    if isinstance(u, InvertedPendulumEnv):  # |qpos[1]| > 0.2, a constant in its step()
+        return [Bound(source="qpos", index=(1, 2), low=-0.2, high=0.2, closed=True)]
+    if isinstance(u, InvertedDoublePendulumEnv):  # the tip's height y <= 1
+        site = next(iter(layout.sites), None)
+        return [Bound(source=f'site("{site}").pos', index=(2, 3), low=1.0)] if site else None
+    if not isinstance(u, (HopperEnv, Walker2dEnv, AntEnv, HumanoidEnv)):
+        return None
+    if not getattr(u, "_terminate_when_unhealthy", True):
+        return []
+
+    def side(x):
+        return float(x) if x is not None and np.isfinite(x) else None
+
+    def bound(index, rng, closed=False) -> Bound:
+        return Bound(source="qpos", index=index, low=side(rng[0]), high=side(rng[1]), closed=closed)
+
+    z, angle = u._healthy_z_range, getattr(u, "_healthy_angle_range", None)
+    if isinstance(u, (HopperEnv, Walker2dEnv)):  # planar: qpos[1] is the height, qpos[2] the pitch
+        out = [bound((1, 2), z), bound((2, 3), angle)]
+        if isinstance(u, HopperEnv):  # state_vector()[2:]: qpos[2:] and every qvel
+            rng = u._healthy_state_range
+            out += [bound((2, layout.nq), rng), Bound(source="qvel", index=(0, layout.nv), low=side(rng[0]),
+                                                       high=side(rng[1]))]
+        return [b for b in out if b.low is not None or b.high is not None]
+    return [bound((2, 3), z, closed=isinstance(u, AntEnv))]  # the free joint's z
 
 
 def _mujoco_model(u):
     from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
-    if not isinstance(u, MujocoEnv):  # vecsim's test too: only these get states beyond obs
+    if not isinstance(u, MujocoEnv):  # sim's test too (gym_envs.is_mujoco): only these get states beyond obs
         return None, None
     model, data = getattr(u, "model", None), getattr(u, "data", None)
     if isinstance(model, mujoco.MjModel) and isinstance(data, mujoco.MjData):
@@ -417,13 +554,28 @@ def _clip(text: str, limit: int) -> str:
     return (head[: cut + 1] if cut > limit // 3 else head).rstrip() + " ..."
 
 
+# Sentences of gymnasium's descriptions that carry no physics: citations, lineage, diagrams,
+# "aims to increase the number of independent state and control variables".
+_FILLER = re.compile(
+    r"work of|thesis|introduced by|based on the (?:one|environment|classic)|corresponds to the|builds on the"
+    r"|aims to increase|like other mujoco|two versions|this version is|diagram below|first appeared|@\w+\{", re.I)
+
+
+def _sentences(text: str) -> list[str]:
+    # Not after an initial ("P. Wawrzynski").
+    return [s for s in re.split(r"(?<=[.!?])(?<!\b[A-Z]\.)\s+(?=[A-Z\"'(`*-])", " ".join(text.split())) if s]
+
+
 def _summary(sections: dict[str, str]) -> str:
     # One flowing paragraph: line breaks in a description are only source wrapping.
-    text = " ".join(sections.get("description", "").split())
-    # gymnasium's descriptions tend to open with a citation ("This environment is
-    # based on the work of X in [paper](url)."): no use to a reward designer.
-    text = re.sub(r"^This environment (?:is based on|corresponds to) [^\[]*\[[^\]]*\]\([^)]*\)\.?\s*", "", text)
-    return _clip(" ".join(_clean(text).split()), SUMMARY_CHARS)
+    text = _clean(sections.get("description", ""))
+    return _clip(" ".join(s for s in _sentences(text) if not _FILLER.search(s)), SUMMARY_CHARS)
+
+
+def _definitions(rewards: str) -> list[str]:
+    """The sentences of a reward section that define a symbol ("where theta is ..."), not the formula."""
+    found = (re.search(r"\bwhere\s+(.*)", s) for s in _sentences(_clean(rewards)))
+    return [m.group(1) for m in found if m and "reward" not in m.group(1).lower()]
 
 
 def _termination(sections: dict[str, str]) -> str:
@@ -459,18 +611,21 @@ def _view(card: EnvCard) -> dict:
         uniform = len(set(card.action_low)) == 1 and len(set(card.action_high)) == 1
         driven: dict[str, str] = {}  # joint -> what drives it
         for i, (name, act) in enumerate(lay.actuators.items()):
-            ctrl = ""
+            ctrl = f" gear {_num(card.gears[i])}" if i < len(card.gears) else ""
             if act.ctrl_range and not (direct and uniform):
-                ctrl = f" ctrl [{_num(act.ctrl_range[0])}, {_num(act.ctrl_range[1])}]"
+                ctrl += f" ctrl [{_num(act.ctrl_range[0])}, {_num(act.ctrl_range[1])}]"
             if act.target in lay.joints and act.target not in driven:
                 driven[act.target] = (f"action[:, {i}]" if direct else f"actuator {name}") + ctrl
             else:
                 loose_actuators.append(f"{name}" + (f" <- action[:, {i}]" if direct else "") + ctrl)
         width = max((len(n) for n in lay.joints), default=0)
         for name, j in lay.joints.items():
+            axis = card.joint_axes.get(name)
+            axis = f" {'along' if j.type == 'slide' else 'about'} {_axis(axis)}" if axis else ""
             rng = f" range [{_num(j.range[0])}, {_num(j.range[1])}]" if j.range else ""
             act = f" <- {driven[name]}" if name in driven else ""
-            joints.append(f"{name.ljust(width)} {j.type:<5} {_span('qpos', j.qpos)} {_span('qvel', j.qvel)}{rng}{act}")
+            joints.append(f"{name.ljust(width)} {j.type:<5} {_span('qpos', j.qpos)} {_span('qvel', j.qvel)}"
+                          f"{axis}{rng}{act}")
     timing = []
     if card.dt is not None:
         timing.append(f"dt = {_num(card.dt)} s per step")
@@ -485,6 +640,15 @@ def _view(card: EnvCard) -> dict:
     if card.gravity is not None and any(card.gravity):
         axis = int(np.argmax(np.abs(card.gravity)))
         up = ("-" if card.gravity[axis] > 0 else "+") + "xyz"[axis]
+    hinges = sorted({_axis(card.joint_axes[n]) for n, j in lay.joints.items()
+                     if j.type == "hinge" and n in card.joint_axes} if lay else set())
+    signs = [f"about {a}, positive {_turn(a, up)}" for a in hinges if _turn(a, up)]
+    if card.terminations is None:
+        termination = card.termination
+    elif card.terminations:
+        termination = "Terminated when " + " or ".join(b.text() for b in card.terminations)
+    else:
+        termination = "Never terminated: only the time limit ends an episode"
     obs_lines = []
     for f in card.obs_layout:
         joints_note = f"  ({f.note})" if f.note and f.index is not None else ""
@@ -511,7 +675,54 @@ def _view(card: EnvCard) -> dict:
         "sites": list(lay.sites) if lay else [],
         "sensors": [f"{n} [{b - a}]" for n, (a, b) in lay.sensors.items()] if lay else [],
         "action_dim": card.action_shape[0] if card.action_shape else None,
+        "signs": signs,
+        "termination": termination,
+        "reset": _reset(card),
+        "fluid": (f"a fluid of density {_num(card.density)} and viscosity {_num(card.viscosity)} drags every body"
+                  if card.density or card.viscosity else ""),
+        "motors": lay is not None and bool(lay.actuators) and card.motors,
     }
+
+
+def _axis(v: list[float]) -> str:
+    """A world axis as text: "+y", "-z", or "(0.707, -0.707, 0)" when it is no coordinate axis."""
+    k = int(np.argmax(np.abs(v)))
+    if abs(abs(v[k]) - 1) < 1e-3:
+        return ("+" if v[k] > 0 else "-") + "xyz"[k]
+    return "(" + ", ".join(_num(x) for x in v) + ")"
+
+
+def _turn(axis: str, up: str | None) -> str:
+    """Which way a positive angle about a coordinate axis turns, by the right-hand rule:
+    about +e_k, e_(k+1) turns toward +e_(k+2). Said by what goes up or down when +z is up."""
+    if len(axis) != 2:
+        return ""
+    k, s = "xyz".index(axis[1]), 1 if axis[0] == "+" else -1
+    if up == "+z" and k == 1:  # about y: +z toward +x, so +x toward -z
+        return f"tips +x {'down' if s > 0 else 'up'}"
+    if up == "+z" and k == 0:
+        return f"tips +y {'up' if s > 0 else 'down'}"
+    if up == "+z":
+        return f"turns +x toward {'+' if s > 0 else '-'}y ({'counter-' if s > 0 else ''}clockwise seen from above)"
+    return f"turns +{'xyz'[(k + 1) % 3]} toward {'+' if s > 0 else '-'}{'xyz'[(k + 2) % 3]}"
+
+
+def _reset(card: EnvCard) -> str:
+    """The reset pose: the joints not at 0, the noise, and where the root body stands."""
+    if not card.reset_qpos or card.layout is None:
+        return ""
+    q = card.reset_qpos
+    parts = []
+    for name, j in card.layout.joints.items():
+        v = q[j.qpos[0]:j.qpos[1]]
+        if any(v):
+            parts.append(f"{name} = {_num(v[0])}" if len(v) == 1 else f"{name} = [{', '.join(_num(x) for x in v)}]")
+    text = "qpos all 0" if not parts else f"qpos 0 except {', '.join(parts)}"
+    if card.reset_noise:
+        text += f" (+ noise, scale {_num(card.reset_noise)})"
+    if card.root and card.root_z is not None:
+        text += f"; {card.root} at z = {_num(card.root_z)} m"
+    return text
 
 
 def _template() -> jinja2.Template:

@@ -176,7 +176,7 @@ def test_rendered_stub_is_python_and_names_the_state(cheetah):
     for needle in (
         'state.body("torso")',
         'state.joint("bthigh")',
-        "bthigh hinge qpos[3] qvel[3] range [-0.52, 1.05] <- action[:, 0]",
+        "bthigh hinge qpos[3] qvel[3] about +y range [-0.52, 1.05] <- action[:, 0] gear 120",
         "obs[0:8] = qpos[1:9]",
         "obs[8:17] = qvel[0:9]",
         "qpos: Tensor  # [n, 9]",
@@ -193,13 +193,14 @@ def test_rendered_stub_is_python_and_names_the_state(cheetah):
 
 
 def test_card_size_limits(cheetah):
-    assert len(cheetah.render()) < 2300
+    # Every character is in every designer request: 2300 before joint axes, gears and the reset pose.
+    assert len(cheetah.render()) < 2650
     humanoid = EnvCard.from_env("Humanoid-v5")
     text = humanoid.render()
     ast.parse(text)
     # 348 observation entries, grouped into a handful of lines.
     assert len(humanoid.obs_layout) <= 8
-    assert len(text) < 4500
+    assert len(text) < 4900
     assert 'state.body("torso")' in text and "left_elbow" in text and "cfrc_ext" in text
 
 
@@ -300,8 +301,9 @@ def test_users_own_mujoco_env_with_sites_sensors_and_a_tendon_actuator(arm_id):
     ast.parse(text)
     assert 'def site(self, name: Literal["tip"])' in text
     assert "tip_quat [4]" in text
-    assert "shoulder hinge qpos[0] qvel[0] range [-2, 2] <- action[:, 0] ctrl [-1, 1]" in text
-    assert "m_couple <- action[:, 1] ctrl [-0.5, 0.5]" in text
+    assert "shoulder hinge qpos[0] qvel[0] about +z range [-2, 2] <- action[:, 0] gear 1 ctrl [-1, 1]" in text
+    assert "m_couple <- action[:, 1] gear 1 ctrl [-0.5, 0.5]" in text
+    assert card.terminations is None  # not an env whose checks are known: nothing is claimed
 
 
 @pytest.mark.parametrize("env_id, field, bound", [("Hopper-v5", 1, 10.0), ("Walker2d-v5", 1, 10.0)])
@@ -319,8 +321,8 @@ def test_ant_contact_forces_say_their_clip(ant):
 
 
 def test_an_env_with_a_mujoco_model_that_is_no_mujoco_env_gets_an_obs_only_card():
-    """vecsim steps only MujocoEnv subclasses as MuJoCo: a card must not promise bodies to others."""
-    from reward_designer.vecsim import make_vecsim
+    """make_vecsim steps only MujocoEnv subclasses as MuJoCo: a card must not promise bodies to others."""
+    from reward_designer.sim import make_vecsim
 
     class Ball(gym.Env):
         def __init__(self):
@@ -347,3 +349,97 @@ def test_an_env_with_a_mujoco_model_that_is_no_mujoco_env_gets_an_obs_only_card(
         sim.close()
     finally:
         gym.registry.pop("TestBallNoMujocoEnv-v0")
+
+
+# ----------------------------------------------------------------- axes, gears, reset, terminations
+
+
+def test_halfcheetah_gears_rooty_sign_and_reset_pose(cheetah):
+    text = cheetah.render()
+    env = gym.make("HalfCheetah-v5")
+    m = env.unwrapped.model
+    for a, name in enumerate(cheetah.layout.actuators):
+        assert f"<- action[:, {a}] gear {m.actuator_gear[a, 0]:.4g}" in text, name
+    assert "gear 120" in text and "gear 30" in text  # bthigh's and ffoot's differ: read, not assumed
+    assert "rooty  hinge qpos[2] qvel[2] about +y" in text
+    assert "about +y, positive tips +x down" in text  # the right-hand rule: nose down
+    # The sign said is the simulator's: a positive rooty lowers the front (+x) of the torso.
+    d = env.unwrapped.data
+    d.qpos[:] = 0
+    d.qpos[2] = 0.3
+    mujoco.mj_forward(m, d)
+    front = d.xmat[m.body("torso").id].reshape(3, 3) @ np.array([1.0, 0, 0])
+    assert front[2] < 0
+    env.close()
+    # Reset: rootz is 0 at reset while the torso stands at 0.7 m.
+    assert "Reset: qpos all 0 (+ noise, scale 0.1); torso at z = 0.7 m." in text
+    assert "rootz  slide qpos[1] qvel[1] along +z" in text
+    assert "Never terminated" in text and cheetah.terminations == []
+
+
+def test_swimmer_slider_axis_and_its_fluid():
+    card = EnvCard.from_env("Swimmer-v5")
+    text = card.render()
+    assert "slider1       slide qpos[0] qvel[0] along +x" in text
+    assert "slider2       slide qpos[1] qvel[1] along +y" in text
+    assert "about +z, positive turns +x toward +y" in text
+    assert "Medium: a fluid of density 4000 and viscosity 0.1" in text
+    # The filler sentence is gone, the physics stays.
+    assert "independent state and control variables" not in text and "fluid friction" in text
+
+
+def test_hopper_reset_is_absolute():
+    text = EnvCard.from_env("Hopper-v5").render()
+    assert "Reset: qpos 0 except rootz = 1.25 (+ noise, scale 0.005); torso at z = 1.25 m." in text
+    assert "thigh_joint hinge qpos[3] qvel[3] about -y" in text and "about -y, positive tips +x up" in text
+
+
+def _fires(card: EnvCard, qpos, qvel) -> bool:
+    values = {"qpos": qpos, "qvel": qvel}
+    return any(any(b.ended(values[b.source][b.index[0]:b.index[1]])) for b in card.terminations)
+
+
+@pytest.mark.parametrize("env_id, text", [
+    ("Hopper-v5", "Terminated when qpos[1] <= 0.7 or |qpos[2]| >= 0.2 or an entry of qpos[2:6] outside (-100, 100)"
+                  " or an entry of qvel[0:6] outside (-100, 100)."),
+    ("Walker2d-v5", "Terminated when qpos[1] outside (0.8, 2) or |qpos[2]| >= 1."),
+    ("Ant-v5", "Terminated when qpos[2] outside [0.2, 1]."),
+])
+def test_termination_in_qpos_terms_agrees_with_the_env(env_id, text):
+    card = EnvCard.from_env(env_id)
+    rendered = card.render()
+    assert text in rendered
+    assert "observation[" not in rendered  # the docstring's index talk is gone
+    env = gym.make(env_id)
+    u = env.unwrapped
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(400):
+        qpos = u.init_qpos + rng.normal(0, 0.6, u.model.nq)
+        qvel = rng.normal(0, 40, u.model.nv)
+        u.set_state(qpos, qvel)
+        fires = _fires(card, u.data.qpos, u.data.qvel)
+        assert fires == (not u.is_healthy), (qpos, qvel)
+        seen.add(fires)
+    assert seen == {True, False}  # both sides were tried
+    env.close()
+
+
+def test_termination_follows_the_env_kwargs():
+    card = EnvCard.from_env("Hopper-v5", {"healthy_z_range": (0.5, 3.0), "healthy_angle_range": (-0.4, 0.4)})
+    assert "qpos[1] outside (0.5, 3) or |qpos[2]| >= 0.4" in card.render()
+    assert EnvCard.from_env("Hopper-v5", {"terminate_when_unhealthy": False}).terminations == []
+
+
+def test_termination_causes_are_one_per_side():
+    card = EnvCard.from_env("Walker2d-v5")
+    causes = [c for b in card.terminations for c in b.causes()]
+    assert causes == ["qpos[1] <= 0.8", "qpos[1] >= 2", "qpos[2] <= -1", "qpos[2] >= 1"]
+    assert card.terminations[1].ended([1.2]) == [False, True]
+
+
+def test_pendulum_card_says_which_angle_is_upright():
+    summary = EnvCard.from_env("Pendulum-v1").summary
+    assert "0 being in the upright position" in summary
+    assert "based on the classic problem" not in summary and "diagram below" not in summary
+    assert "r = " not in summary  # the reward formula stays out
