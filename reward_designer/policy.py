@@ -1,8 +1,8 @@
 """The actor-critic: a Gaussian MLP policy, an MLP value, observation statistics.
 
-Saved as plain weights: one ``.npz`` with every tensor and the architecture as
-a JSON string, loaded with ``allow_pickle=False`` so a checkpoint can never
-run code.
+Saved as plain weights: one ``.npz`` with every tensor, the architecture as
+a JSON string and the format's name (``FORMAT``, which ``algorithms.load_policy``
+reads), loaded with ``allow_pickle=False`` so a checkpoint can never run code.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+FORMAT = "actor-critic"  # what a saved file says it holds, under algorithms.FORMAT_KEY
 
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
@@ -137,13 +138,13 @@ class Policy(nn.Module):
     def save(self, path: str | Path) -> None:
         arrays = {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
         with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a bare name
-            np.savez(f, __arch__=np.array(json.dumps(self.arch)), **arrays)
+            np.savez(f, __format__=np.array(FORMAT), __arch__=np.array(json.dumps(self.arch)), **arrays)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Policy":
         with np.load(path, allow_pickle=False) as z:
             arch = json.loads(str(z["__arch__"]))
-            state = {k: torch.from_numpy(z[k]) for k in z.files if k != "__arch__"}
+            state = {k: torch.from_numpy(z[k]) for k in z.files if not k.startswith("__")}  # not the labels
         arch["hidden"] = tuple(arch["hidden"])
         arch["value_hidden"] = tuple(arch["value_hidden"])
         policy = cls(**arch)
@@ -206,12 +207,12 @@ def mlp_backward(layers: list, outs: list, d_out, grads: list, act_grad) -> None
 
 
 class ArrayPolicy:
-    """The same actor-critic evaluated on plain arrays, for stepping the simulator.
+    """The policy's mirror in plain arrays (numpy on the CPU), which steps the simulator.
 
     On the CPU the arrays are numpy (float32): a rollout step evaluates both
     nets on 16-64 observations, where torch's per-op overhead dominates, and
     this costs a quarter of the torch forward here. For a simulator on a device
-    (``warpsim``) they are torch tensors there, and the noise comes from a
+    (``sim.warp``) they are torch tensors there, and the noise comes from a
     ``torch.Generator`` on it. Either way the arrays are views of the live
     parameters where they share a device, so they follow the optimizer's
     in-place updates; otherwise they are copies (make a fresh one after each update).

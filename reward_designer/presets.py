@@ -1,49 +1,19 @@
-"""PPO hyperparameters per standard MuJoCo task, as overrides of ``PPOConfig``.
+"""PPO hyperparameters per standard MuJoCo task, as overrides of ``PPOConfig``; and checking overrides.
 
 ``preset_for("Hopper-v5")`` -> a dict of PPOConfig overrides; unknown envs get
-``{}`` (the PPOConfig defaults, which are the locomotion base below). The
-version suffix is ignored: a preset is about the task, not one revision of
-its XML.
+``{}`` (the PPOConfig defaults, which are ``BASE``). The version suffix is
+ignored: a preset is about the task, not one revision of its XML.
 
-Chosen at 1M steps with benchmarks/learning.py; docs/TUNING.md records every
-setting tried and what it got.
+Why per task: at 1M steps one PPO shape does not fit all (HalfCheetah's median
+return went from ~1500 to ~6300 with less exploration noise; Swimmer, with its
+gamma on the base, stayed under 25 and gets ~150 in Hopper's shape), and a search
+compares candidates by one training each, so a run that fails by chance is
+what costs most. Each preset is what did best over several seeds with
+benchmarks/learning.py; docs/TUNING.md records every setting tried and what it
+got, on the CPU and on MuJoCo Warp (``WARP_STEPS``).
 
-- The base: 32 envs x 64 steps, 2 minibatches of 1024, 10 epochs, and a step
-  size that follows the KL (``desired_kl``). With a fixed 3e-4, minibatches
-  this large move the policy too little per update.
-- HalfCheetah: less exploration noise (``log_std_init`` -1; the median eval
-  return went from ~1500 to ~6300) and one minibatch per epoch (a quarter
-  off the update, no return lost).
-- Hopper: 128-step rollouts, 32 minibatches of 128 at SB3's 3e-4, annealed
-  to 0 over the budget, ``gae_lambda`` 0.98, ``gamma`` 0.995 and 256-unit
-  nets. Hopper at 1M is bimodal: a run hops (2700-3700) or falls (300-2000),
-  which one a seed gets moves with float rounding, and even a hopping run's
-  eval return swings by up to ~2900 from one update to the next. A search
-  compares candidates by one training each, so a run that falls by chance is
-  what costs most. Over seeds 0-11, kernels pinned (numerics.py), every run
-  hopped: lowest 3145, median 3400. The fixed step size with 128-unit nets
-  also hopped on all 12 (lowest 2946, median 3411) at ~14k env-steps/s
-  against ~8k, but the annealed step ends each run on its plateau rather
-  than on one update's draw. SB3's defaults hop on 7 of 12 (median 3158).
-- Swimmer: Hopper's shape with gamma 0.9999 (rl-baselines3-zoo's; progress
-  pays off over the whole episode). The base with that gamma stayed at 0-22;
-  this gets a median of 148 over seeds 0-4 (292 / 143 / 128 / 358 / 148), a
-  run finding either the ~300 gait or a ~130 one. SB3's defaults: 109 / 114 /
-  89 on seeds 0-2.
-- The others take the base, with wider nets for Humanoid's 348-d
-  observations; docs/TUNING.md has what each gets at 1M. Hopper's shape did
-  not carry over to Ant (234 against 2154 on seed 0).
-- On MuJoCo Warp (``sim="warp"``) a task keeps its preset's batch, minibatches
-  and epochs, so it makes the same updates in a budget, but collects the batch
-  in rollouts of ``WARP_STEPS`` steps over batch / ``WARP_STEPS`` worlds (128 for
-  HalfCheetah, 256 for Hopper). Measured at 1M steps on Warp's CPU backend
-  (same physics as on a GPU), medians of seeds 0-2: HalfCheetah 6036 (the CPU
-  preset: 6296) and, with Hopper's preset of before 2026-12-01, Hopper 3220
-  (3482); Hopper's preset now gave 1750 / 3273 on seeds 0-1. rsl_rl's shape
-  (1024 worlds x 16 steps, 4 minibatches, 5 epochs: 61 updates) got 4431-4614
-  on HalfCheetah and 1061 on Hopper (439 with the step size following the
-  KL). More worlds pay off with larger budgets: override ``num_envs`` and
-  ``num_steps`` for those.
+Light to import (no torch, no simulator): a task card's ``ppo:`` is checked here
+when the card loads.
 """
 
 from __future__ import annotations
@@ -52,6 +22,8 @@ import ast
 import copy
 import re
 from collections.abc import Iterable
+
+from .ppo_config import PPOConfig
 
 BASE = {
     "num_envs": 32,
@@ -119,8 +91,6 @@ WORDS = {"true": True, "false": False, "none": None, "null": None}  # as YAML an
 def check_overrides(overrides: dict) -> dict:
     """``overrides`` as the PPOConfig values they make (``hidden`` a tuple), if they make one without the
     fields set elsewhere; else ValueError naming the field."""
-    from .ppo import PPOConfig
-
     for key, where in SET_BY_COMMAND.items():
         if key in overrides:
             raise ValueError(f"{key} is not a PPO override: set it with {where}")

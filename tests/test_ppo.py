@@ -10,7 +10,7 @@ from gymnasium.spaces import Box
 from reward_designer.policy import ArrayNets, Policy, torch_device
 from reward_designer.ppo import Batch, Collector, FlatAdam, Learner, PPOConfig, compute_gae, make_policy, ppo_gradient, train
 from reward_designer.presets import PRESETS, batch_steps, parse_overrides, preset_for
-from reward_designer.vecsim import SimBase, StepOut, make_vecsim
+from reward_designer.sim import SimBase, StepOut, make_vecsim
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -210,6 +210,54 @@ def test_policy_saves_weights_without_pickle(tmp_path):
     assert np.all(np.abs(loaded.act(obs * 100)) <= 1.0)
 
 
+def test_a_saved_policy_names_its_format_and_loads_through_the_registry(tmp_path):
+    from reward_designer import algorithms, policy as policy_module
+
+    policy = make_policy(ScriptedSim(), PPOConfig(hidden=(8, 8)))
+    path = tmp_path / "policy.npz"
+    policy.save(path)
+    with np.load(path, allow_pickle=False) as z:
+        assert str(z[algorithms.FORMAT_KEY]) == policy_module.FORMAT == algorithms.ALGORITHMS["ppo"].policy_format
+    obs = np.random.default_rng(0).normal(size=(4, 3))
+    loaded = algorithms.load_policy(path)
+    assert isinstance(loaded, Policy)
+    np.testing.assert_array_equal(loaded.act(obs), policy.act(obs))
+    # One saved before formats were named (no tag) is PPO's; a format no algorithm saves is refused.
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(tmp_path / "untagged.npz", **{k: v for k, v in arrays.items() if k != algorithms.FORMAT_KEY})
+    np.testing.assert_array_equal(algorithms.load_policy(tmp_path / "untagged.npz").act(obs), policy.act(obs))
+    np.savez(tmp_path / "other.npz", **{**arrays, algorithms.FORMAT_KEY: np.array("sac-squashed")})
+    with pytest.raises(ValueError, match="'sac-squashed', which no training algorithm here loads"):
+        algorithms.load_policy(tmp_path / "other.npz")
+
+
+def test_algorithms_are_chosen_by_name():
+    from pydantic import ValidationError
+
+    from reward_designer.algorithms import get_algorithm
+    from reward_designer.schemas import TrainJob
+
+    assert TrainJob(env_id="Hopper-v5", code=None, total_steps=8).algorithm == "ppo"
+    with pytest.raises(ValidationError, match="no training algorithm 'sac'; known: ppo"):
+        TrainJob(env_id="Hopper-v5", code=None, total_steps=8, algorithm="sac")
+    ppo = get_algorithm("ppo")
+    cfg = ppo.make_config("Hopper-v5", "mujoco", {"num_envs": 4}, total_steps=100, seed=3, device="cpu")
+    assert isinstance(cfg, PPOConfig) and (cfg.num_envs, cfg.num_steps, cfg.total_steps, cfg.seed) == (4, 128, 100, 3)
+    assert ppo.batch_steps("Hopper-v5", "mujoco", {"num_envs": 4}) == 4 * 128
+    with pytest.raises(ValueError, match="unknown PPOConfig fields"):
+        ppo.make_config("Hopper-v5", "mujoco", {"nmu_envs": 4}, total_steps=100, seed=0, device="cpu")
+    with pytest.raises(ValueError, match="continuous"):
+        ppo.check_spaces(Box(-1, 1, (3,)), SimpleNamespace())
+
+
+def test_the_light_config_knows_the_policys_activations():
+    from reward_designer import policy as policy_module
+    from reward_designer.ppo_config import ACTIVATIONS
+
+    assert set(ACTIVATIONS) == set(policy_module.ACTIVATIONS) == set(policy_module.ARRAY_ACTIVATIONS)
+
+
 def test_without_obs_normalisation_the_saved_policy_acts_on_raw_observations(tmp_path):
     """Training then feeds the nets raw, unclipped observations; a saved policy must see the same."""
     policy = make_policy(ScriptedSim(), PPOConfig(hidden=(8, 8), norm_obs=False))
@@ -222,8 +270,8 @@ def test_without_obs_normalisation_the_saved_policy_acts_on_raw_observations(tmp
 
 @pytest.mark.parametrize("on_device", [False, True])
 @pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
-def test_array_twin_matches_torch(activation, on_device):
-    """The rollout's policy twin (numpy, or torch tensors for a simulator on a device) against the module."""
+def test_array_mirror_matches_torch(activation, on_device):
+    """The rollout's policy mirror (numpy, or torch tensors for a simulator on a device) against the module."""
     policy = make_policy(ScriptedSim(), PPOConfig(hidden=(16, 8), activation=activation, log_std_init=-0.5))
     net = policy.arrays(on_device)
     nobs = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
