@@ -1,8 +1,8 @@
 """What learning.py and trainer_speed.py share: every measurement runs in a process of its own.
 
-A fresh process per run keeps one run's threads, caches and loaded kernels out of the next's. Ours
-runs with the kernels a training worker loads (``numerics.kernel_pins``, read when numpy and torch
-load), stable-baselines3 with those its torch picks, as it ships.
+A fresh process per run keeps one run's threads, caches and loaded libraries out of the next's. Ours
+runs with the numerics pins a training worker gets (``numerics.numerics_pins``, read when numpy and
+torch load), stable-baselines3 with the code paths its torch picks, as it ships.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import os
 import subprocess
 import sys
 
-from reward_designer.numerics import kernel_pins
+from reward_designer.numerics import numerics_pins
 from reward_designer.presets import parse_overrides
 
 
 def run_child(script: str, args: list[str], pinned: bool, what: str):
     """``python script *args`` in a fresh process; the JSON on its last line of stdout. Its stderr
     passes through; a child that fails ends this process, naming ``what`` it ran."""
-    env = {**os.environ, **(kernel_pins() if pinned else {})}
+    env = {**os.environ, **(numerics_pins() if pinned else {})}
     out = subprocess.run([sys.executable, "-W", "ignore", script, *args], env=env, stdout=subprocess.PIPE, text=True)
     if out.returncode != 0:
         sys.exit(f"{what} failed (exit code {out.returncode}); its output is above")

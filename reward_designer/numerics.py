@@ -1,18 +1,18 @@
-"""Same seed, same training across x86-64 CPUs: pin the kernels numpy and torch pick by CPU.
+"""Same seed, same training across x86-64 CPUs: the numerics pins.
 
 numpy's OpenBLAS, numpy's own vectorized functions, torch's vectorized ops and
 MKL (torch's linear algebra, e.g. the QR of the orthogonal init) each choose
-their kernels when loaded, by what the CPU offers (AVX2, AVX-512). The kernels
+their code paths when loaded, by what the CPU offers (AVX2, AVX-512). The paths
 round differently, and PPO on Hopper is chaotic enough that a last-bit
 difference moves a seed from hopping to falling: docs/TUNING.md ("Across
 machines") has the runs that showed it. So training processes get environment
-variables that load every one of them with AVX2 kernels, which x86-64 CPUs
-have had for a decade.
+variables, the numerics pins, that load every one of them with its AVX2 code,
+which x86-64 CPUs have had for a decade.
 
 A pin is read once, when its library loads, so it is set in a child's
 environment before the child starts: every sandboxed worker gets
-``kernel_pins()`` (``jobs.run_job``), and so do the benchmarks' training
-processes. A value the user set is left alone, and ``RD_KERNELS=native`` sets
+``numerics_pins()`` (``jobs.run_job``), and so do the benchmarks' training
+processes. A value the user set is left alone, and ``RD_NUMERICS=native`` sets
 none: each library then picks by CPU, as before the pins (docs/TUNING.md's
 older figures were measured so). Still different across machines: a machine
 with one core, where the learner does not fork (``ppo.make_learner``), and
@@ -27,12 +27,12 @@ import platform
 from pathlib import Path
 
 PINS = {
-    "OPENBLAS_CORETYPE": "Haswell",  # numpy's OpenBLAS: its AVX2 kernels
+    "OPENBLAS_CORETYPE": "Haswell",  # numpy's OpenBLAS: its AVX2 code
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's vectorized ops
     "MKL_CBWR": "AVX2",  # MKL's reproducibility switch
 }
 NUMPY_PIN = "NPY_DISABLE_CPU_FEATURES"  # numpy's own: its AVX-512 paths off, built per machine
-NATIVE = "RD_KERNELS"  # "native": no pins
+NATIVE = "RD_NUMERICS"  # "native": no pins
 
 
 @functools.lru_cache(maxsize=4)  # a fact of the machine, asked for at every worker's start
@@ -49,7 +49,7 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
 
 
 def pinnable(flags: set[str] | frozenset[str] | None = None) -> bool:
-    """True on an x86-64 CPU with AVX2 and FMA, whose kernels the pins choose."""
+    """True on an x86-64 CPU with AVX2 and FMA, whose code paths the pins choose."""
     return (platform.machine().lower() in ("x86_64", "amd64")
             and {"avx2", "fma"} <= (cpu_flags() if flags is None else flags))
 
@@ -70,9 +70,9 @@ def numpy_avx512_paths() -> str:
     return " ".join(t for t in targets if (t == "X86_V4" or t.startswith("AVX512")) and runs.get(t))
 
 
-def kernel_pins(flags: set[str] | frozenset[str] | None = None) -> dict[str, str]:
-    """The environment variables that pin the kernels, less those already set; {} unless ``pinnable``
-    (or with ``RD_KERNELS=native``)."""
+def numerics_pins(flags: set[str] | frozenset[str] | None = None) -> dict[str, str]:
+    """The environment variables that pin the code paths, less those already set; {} unless ``pinnable``
+    (or with ``RD_NUMERICS=native``)."""
     if os.environ.get(NATIVE) == "native" or not pinnable(flags):
         return {}
     pins = {**PINS, NUMPY_PIN: numpy_avx512_paths()}
@@ -80,7 +80,7 @@ def kernel_pins(flags: set[str] | frozenset[str] | None = None) -> dict[str, str
 
 
 def loaded() -> dict[str, str]:
-    """The kernels this process's numpy and torch run, and their versions: a training's result records
+    """The code paths this process's numpy and torch run, and their versions: a training's result records
     them, so two trainings of one seed that differ can be told apart by what they computed with."""
     import numpy
     import threadpoolctl

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Mapping
 
 # Passed through when the parent has them: locale, import path, rendering,
-# thread and CPU-kernel settings, GPU selection. Nothing that could carry a credential.
+# thread settings and the numerics pins, GPU selection. Nothing that could carry a credential.
 PASS_THROUGH = (
     "LANG", "LC_ALL", "LC_CTYPE", "TZ",
     "PYTHONPATH", "PYTHONHASHSEED",

@@ -1,4 +1,4 @@
-"""The kernel pins that keep a seed's training the same across x86-64 CPUs (reward_designer.numerics)."""
+"""The numerics pins that keep a seed's training the same across x86-64 CPUs (reward_designer.numerics)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ needs_avx2 = pytest.mark.skipif(not PINNABLE, reason="the pins are for x86-64 CP
 
 @pytest.fixture
 def unpinned(monkeypatch):
-    """No kernel chosen by the user: no pin of theirs, and no RD_KERNELS=native."""
+    """No code path chosen by the user: no pin of theirs, and no RD_NUMERICS=native."""
     for name in (*PINNED, numerics.NATIVE):
         monkeypatch.delenv(name, raising=False)
 
@@ -34,24 +34,24 @@ def test_cpu_flags_reads_the_flags_line(tmp_path):
 
 @needs_avx2
 def test_pins_on_an_avx2_cpu_and_none_without(unpinned):
-    pins = numerics.kernel_pins()
+    pins = numerics.numerics_pins()
     assert {k: pins[k] for k in numerics.PINS} == numerics.PINS
-    assert numerics.kernel_pins(flags={"sse2", "avx"}) == {}  # a CPU without AVX2 keeps its own kernels
+    assert numerics.numerics_pins(flags={"sse2", "avx"}) == {}  # a CPU without AVX2 keeps its own paths
 
 
-def test_native_kernels_on_request(unpinned, monkeypatch):
-    monkeypatch.setenv("RD_KERNELS", "native")
-    assert numerics.kernel_pins(flags={"avx2", "fma"}) == {}
+def test_native_code_paths_on_request(unpinned, monkeypatch):
+    monkeypatch.setenv("RD_NUMERICS", "native")
+    assert numerics.numerics_pins(flags={"avx2", "fma"}) == {}
 
 
 @pytest.mark.parametrize("name", PINNED)
-def test_a_kernel_the_user_chose_is_left_alone(unpinned, monkeypatch, name):
+def test_a_pin_the_user_set_is_left_alone(unpinned, monkeypatch, name):
     monkeypatch.setenv(name, "mine")
-    assert name not in numerics.kernel_pins(flags={"avx2", "fma"})
+    assert name not in numerics.numerics_pins(flags={"avx2", "fma"})
     assert environment.worker_env("/tmp")[name] == "mine"  # and reaches the workers
 
 
-def _loaded_kernels(env: dict) -> dict:
+def _loaded_paths(env: dict) -> dict:
     """What numpy and torch chose in a fresh process with ``env`` (numerics.loaded), numpy's path for
     float64 exp, and the bytes of a policy's initial weights (an MKL QR)."""
     probe = (
@@ -72,19 +72,19 @@ def _loaded_kernels(env: dict) -> dict:
 
 
 @needs_avx2
-def test_a_pinned_process_loads_the_avx2_kernels(unpinned):
-    """What the pins are for: the libraries report AVX2 kernels whatever else the CPU has, and a
+def test_a_pinned_process_loads_the_avx2_code(unpinned):
+    """What the pins are for: the libraries report AVX2 code paths whatever else the CPU has, and a
     policy's initial weights are those of a process told to use AVX2 by each library's own switch."""
-    pinned = _loaded_kernels({**os.environ, **numerics.kernel_pins()})
+    pinned = _loaded_paths({**os.environ, **numerics.numerics_pins()})
     assert pinned["openblas"] == "Haswell" and pinned["torch_simd"] == "AVX2"
     for path in (pinned["numpy_simd"], pinned["exp"]):  # numpy's highest level and exp's are below AVX-512
         assert path and path != "X86_V4" and not path.startswith("AVX512"), path
-    forced = _loaded_kernels({**os.environ, "OPENBLAS_CORETYPE": "Haswell", "ATEN_CPU_CAPABILITY": "avx2",
+    forced = _loaded_paths({**os.environ, "OPENBLAS_CORETYPE": "Haswell", "ATEN_CPU_CAPABILITY": "avx2",
                               "MKL_CBWR": "AVX2"})
     assert pinned["weights"] == forced["weights"]
 
 
-def test_a_training_records_the_config_and_kernels_it_ran_with(tmp_path, unpinned):
+def test_a_training_records_the_config_and_numerics_it_ran_with(tmp_path, unpinned):
     """Two trainings of one seed that differ can be told apart by what they were run with."""
     outcome = jobs.run_job(TrainJob(env_id="InvertedPendulum-v5", code=None, total_steps=256, ppo={"num_envs": 4}),
                            tmp_path, Limits(wall_s=120))
@@ -92,12 +92,12 @@ def test_a_training_records_the_config_and_kernels_it_ran_with(tmp_path, unpinne
     import numpy
     import torch
 
-    kernels = outcome.result.kernels
+    ran = outcome.result.numerics
     assert outcome.result.ppo["num_envs"] == 4 and outcome.result.ppo["total_steps"] == 256  # and the whole config
-    assert kernels["numpy"] == numpy.__version__ and kernels["torch"] == torch.__version__
+    assert ran["numpy"] == numpy.__version__ and ran["torch"] == torch.__version__
     if PINNABLE:
-        assert (kernels["openblas"], kernels["torch_simd"], kernels["mkl_cbwr"]) == ("Haswell", "AVX2", "AVX2")
-        assert kernels["numpy_simd"] != "X86_V4" and not kernels["numpy_simd"].startswith("AVX512")
+        assert (ran["openblas"], ran["torch_simd"], ran["mkl_cbwr"]) == ("Haswell", "AVX2", "AVX2")
+        assert ran["numpy_simd"] != "X86_V4" and not ran["numpy_simd"].startswith("AVX512")
 
 
 @needs_avx2
