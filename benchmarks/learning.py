@@ -37,7 +37,7 @@ import torch
 from child_runs import overrides_or_exit, run_child
 from reward_designer.ppo import PPOConfig, make_learner, train
 from reward_designer.presets import parse_overrides, preset_for
-from reward_designer.vecsim import make_vecsim
+from reward_designer.sim import make_vecsim
 
 
 def evaluate(act, env_id: str, episodes: int, seed: int) -> float:

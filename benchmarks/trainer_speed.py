@@ -11,7 +11,7 @@ env construction and process start excluded), on the env's own reward. Rows:
                     through the worker's per-step reward (worker.StepReward: checks, and
                     each component metered per episode), as a candidate's training runs it
   ours+heavy-reward the same with the program computed 10 times per step: a costlier reward,
-                    which the simulator's slab balance moves work away from (vecsim.py)
+                    which the simulator's slab balance moves work away from (sim/slabs.py)
   sb3-defaults      SB3 PPO("MlpPolicy", env), one env
   sb3-tuned         SB3 PPO, 16 envs in a DummyVecEnv, n_steps 128, batch_size 512
 
@@ -20,7 +20,7 @@ machines for both sides (measured before these benchmarks were written). So SB3,
 one process, uses one core; ours uses both through its own processes (the
 simulator's slab twin, the forked learner). raw mj_step is one core too.
 
-With the ``warp`` extra, three rows run MuJoCo Warp (``warpsim.py``) with
+With the ``warp`` extra, three rows run MuJoCo Warp (``sim/warp.py``) with
 --warp-envs worlds on the GPU if there is one (else on Warp's CPU backend,
 for trying the rows out: slow). Not in the default rows. Kernel compilation
 and graph capture happen in a warm-up step before the timing:
@@ -71,7 +71,7 @@ def warp_child(row: str, env_id: str, steps: int, worlds: int, overrides: dict) 
 
     from reward_designer.ppo import PPOConfig, train
     from reward_designer.presets import preset_for
-    from reward_designer.warpsim import WarpVecSim
+    from reward_designer.sim.warp import WarpVecSim
 
     sim = WarpVecSim(env_id, worlds, seed=0)
     sim.reset()
@@ -125,7 +125,7 @@ def child(row: str, env_id: str, steps: int, overrides: dict) -> float:
 
     from reward_designer.ppo import PPOConfig, train
     from reward_designer.presets import preset_for
-    from reward_designer.vecsim import make_vecsim
+    from reward_designer.sim import make_vecsim
     from reward_designer.worker import StepReward
 
     if row in ("vecsim", "ours", "ours+reward", "ours+heavy-reward"):

@@ -2,7 +2,7 @@
 
 A second core needs a second interpreter where the work is many small Python
 calls (threads would serialize on the GIL): the simulator's slab of envs
-(vecsim.py) and half of every PPO minibatch (forked_learner.py) each run in a
+(sim/slabs.py) and half of every PPO minibatch (forked_learner.py) each run in a
 twin. Nothing that crosses is pickled: bytes on two pipes and anonymous
 shared memory, so a parent that later runs untrusted code can make a twin
 compute but never run code. Fork before a sandbox forbids it; ``on_fork``

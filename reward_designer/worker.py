@@ -197,7 +197,7 @@ def _random_actions(space, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def run_probe(job: ProbeJob, workdir: Path) -> ProbeResult:
-    from .vecsim import make_vecsim
+    from .sim import make_vecsim
 
     sim = make_vecsim(job.env_id, job.num_envs, job.seed, job.env_kwargs)
     rng = np.random.default_rng(job.seed)
@@ -256,7 +256,7 @@ def run_probe(job: ProbeJob, workdir: Path) -> ProbeResult:
 def _warp_sim(env_id: str, n: int, seed: int, env_kwargs: dict, device: str, kernels: str | None):
     """A MuJoCo Warp batch with every kernel compiled into, or loaded from, ``kernels`` (None:
     Warp's default cache, which in the sandbox is the worker's private /tmp), before confinement."""
-    from .vecsim import make_vecsim
+    from .sim import make_vecsim
 
     if kernels is not None:
         os.environ["WARP_CACHE_PATH"] = kernels  # read once, when Warp is first imported
@@ -279,7 +279,7 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
     from . import ppo
     from .presets import preset_for
     from .sandbox import confine_forked
-    from .vecsim import make_vecsim
+    from .sim import make_vecsim
 
     try:
         cfg = ppo.PPOConfig.from_dict({**preset_for(job.env_id, job.sim), **job.ppo, "total_steps": job.total_steps,
@@ -334,7 +334,7 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
 def run_analyze(job: AnalyzeJob, workdir: Path) -> AnalyzeResult:
     from .policy import Policy
     from .sandbox import confine_forked
-    from .vecsim import make_vecsim
+    from .sim import make_vecsim
 
     n = job.episodes
     sim = make_vecsim(job.env_id, n, job.seed, job.env_kwargs, on_fork=confine_forked)
@@ -401,7 +401,7 @@ def run_analyze(job: AnalyzeJob, workdir: Path) -> AnalyzeResult:
 
 
 def run_reward_eval(job: RewardEvalJob, workdir: Path) -> RewardEvalResult:
-    from .vecsim import make_vecsim
+    from .sim import make_vecsim
 
     sim = make_vecsim(job.env_id, 1, job.seed, job.env_kwargs)
     layout = sim.layout

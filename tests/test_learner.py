@@ -15,7 +15,7 @@ from gymnasium.spaces import Box
 from reward_designer.forked_learner import ForkedLearner
 from reward_designer.ppo import Batch, Collector, Learner, PPOConfig, compute_gae, make_learner, make_policy, train
 from reward_designer.twin import TwinDied
-from reward_designer.vecsim import cpu_cores, make_vecsim
+from reward_designer.sim import cpu_cores, make_vecsim
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 needs_two_cores = pytest.mark.skipif(cpu_cores() < 2, reason="a forked learner wants a second core")
@@ -79,7 +79,7 @@ def test_forked_and_inline_learners_compute_the_same_update_on_odd_minibatches(n
 @needs_two_cores
 def test_a_forked_learner_is_refused_minibatches_under_two_samples_per_process():
     cfg = PPOConfig(num_envs=2, num_steps=4, num_minibatches=4, total_steps=8)  # minibatches of 2: 1 per process
-    sim = make_vecsim("HalfCheetah-v5", cfg.num_envs, seed=0, workers=1)
+    sim = make_vecsim("HalfCheetah-v5", cfg.num_envs, seed=0, slabs=1)
     learner = make_learner(sim, cfg)
     assert isinstance(learner, ForkedLearner)
     try:
@@ -140,7 +140,7 @@ def test_the_learner_exits_with_its_parent(tmp_path):
     script.write_text(
         "import os, sys, time\n"
         "from reward_designer.ppo import PPOConfig, make_learner\n"
-        "from reward_designer.vecsim import make_vecsim\n"
+        "from reward_designer.sim import make_vecsim\n"
         "sim = make_vecsim('HalfCheetah-v5', 2, seed=0)\n"
         "learner = make_learner(sim, PPOConfig(num_envs=2, num_steps=4))\n"
         "print(learner.twin.pid, flush=True)\n"
@@ -175,7 +175,7 @@ def test_the_worker_confines_its_twins():
     code = (
         "from reward_designer.ppo import PPOConfig, make_learner\n"
         "from reward_designer.sandbox import confine_forked\n"
-        "from reward_designer.vecsim import make_vecsim\n"
+        "from reward_designer.sim import make_vecsim\n"
         "import time\n"
         "sim = make_vecsim('HalfCheetah-v5', 2, seed=0, on_fork=confine_forked)\n"
         "learner = make_learner(sim, PPOConfig(num_envs=2, num_steps=4), on_fork=confine_forked)\n"

@@ -1,6 +1,7 @@
 """The batched simulator against gymnasium, step for step, on the same actions."""
 
 import gc
+import inspect
 import logging
 import os
 import select
@@ -17,7 +18,9 @@ from gymnasium.envs.registration import EnvSpec
 
 from reward_designer import state as st
 from reward_designer.twin import Twin, TwinDied
-from reward_designer.vecsim import BALANCE_EVERY, GymVecSim, MujocoVecSim, make_vecsim
+from reward_designer.sim import BACKENDS, HOST, VecSim, backend_class, make_vecsim
+from reward_designer.sim.gym_vector import GymVecSim
+from reward_designer.sim.slabs import BALANCE_EVERY, MujocoVecSim
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -78,9 +81,9 @@ def test_ant_contact_forces_and_env_kwargs():
     assert terminations + truncations > 0
 
 
-def test_env_without_kernel_uses_its_own_step():
+def test_env_without_port_uses_its_own_step():
     sim = make_vecsim("InvertedPendulum-v5", 2)
-    assert isinstance(sim, MujocoVecSim) and sim.kernel is None
+    assert isinstance(sim, MujocoVecSim) and sim.port is None
     sim.close()
     terminations, _ = lockstep("InvertedPendulum-v5", action_scale=3.0)
     assert terminations > 0
@@ -111,6 +114,35 @@ def test_fallback_on_pendulum():
     assert out.physics["obs"].shape == (3, 3)
 
 
+@pytest.mark.parametrize(("backend", "env_id"), [("mujoco", "HalfCheetah-v5"), ("gym", "Pendulum-v1")])
+def test_each_host_backend_keeps_the_contract(backend, env_id):
+    sim = make_vecsim(env_id, 2, backend=backend, slabs=1)
+    try:
+        assert isinstance(sim, VecSim) and isinstance(sim, backend_class(backend))
+        assert sim.device == HOST and isinstance(sim.device, str)  # numpy arrays out (the collector's test)
+        obs = sim.reset(0)
+        out = sim.step(np.zeros((2,) + sim.action_space.shape))
+        assert isinstance(obs, np.ndarray) and obs.shape == (2,) + sim.observation_space.shape
+        assert out.physics["obs"].shape == obs.shape and out.env_reward.shape == (2,)
+    finally:
+        sim.close()
+    with pytest.raises(ValueError, match=f"the '{backend}' backend simulates on the CPU, not on cuda"):
+        make_vecsim(env_id, 2, backend=backend, device="cuda")
+
+
+def test_every_registered_backend_is_a_vecsim_and_a_wrong_name_is_refused():
+    # The attributes are set per instance (isinstance checks them above, and Warp's in test_warpsim.py);
+    # the methods are checked here on every backend's class, Warp's included.
+    methods = {name for name, value in vars(VecSim).items() if inspect.isfunction(value) and name[0] != "_"}
+    assert methods == {"reset", "step", "send", "recv", "physics", "close"}
+    assert set(VecSim.__annotations__) == {"num_envs", "observation_space", "action_space", "layout", "dt", "device"}
+    for name in BACKENDS:
+        cls = backend_class(name)
+        assert all(callable(getattr(cls, m, None)) for m in methods), name
+    with pytest.raises(ValueError, match="unknown backend 'bullet'"):
+        make_vecsim("HalfCheetah-v5", 2, backend="bullet")
+
+
 def scaled_hopper(**kwargs):
     """A registered task's own Hopper: its entry point scales the reward and the observation."""
     env = gym.wrappers.TransformReward(HopperEnv(**kwargs), lambda r: 10.0 * r)
@@ -121,7 +153,7 @@ def test_a_mujoco_env_wrapped_by_its_entry_point_keeps_its_wrappers(monkeypatch,
     # Stepping the env under the wrappers, as the slab stepper does, would drop what they do.
     spec = EnvSpec("ScaledHopper-v0", entry_point=scaled_hopper, max_episode_steps=1000)
     monkeypatch.setitem(gym.envs.registry, spec.id, spec)
-    with caplog.at_level(logging.INFO, logger="reward_designer.vecsim"):
+    with caplog.at_level(logging.INFO, logger="reward_designer.sim"):
         sim = make_vecsim(spec.id, 2)
     sim.close()
     assert isinstance(sim, GymVecSim)
@@ -132,10 +164,10 @@ def test_a_mujoco_env_wrapped_by_its_entry_point_keeps_its_wrappers(monkeypatch,
         make_vecsim(spec.id, 2, backend="mujoco")
 
 
-def run_sim(workers: int, env_id: str = "Hopper-v5", steps: int = 80, splits: list | None = None) -> list:
+def run_sim(slabs: int, env_id: str = "Hopper-v5", steps: int = 80, splits: list | None = None) -> list:
     """Outputs of a seeded run; ``splits[k]`` (sizes per process) is applied before step 5k."""
-    sim = make_vecsim(env_id, 5, seed=3, workers=workers)
-    assert len(sim.slab_sizes) == workers
+    sim = make_vecsim(env_id, 5, seed=3, slabs=slabs)
+    assert len(sim.slab_sizes) == slabs
     rng = np.random.default_rng(1)
     outs = [sim.reset()]
     for t in range(steps):
@@ -173,14 +205,14 @@ def test_envs_moved_between_processes_mid_episode_step_and_reset_as_if_never_mov
 
 
 def test_resplit_refuses_bad_sizes_and_envs_it_cannot_move():
-    sim = make_vecsim("Hopper-v5", 4, workers=2)
+    sim = make_vecsim("Hopper-v5", 4, slabs=2)
     try:
         for sizes in ([4, 0], [2, 1], [1, 1, 2]):
             with pytest.raises(ValueError, match="sizes must be"):
                 sim.resplit(sizes)
     finally:
         sim.close()
-    sim = make_vecsim("InvertedPendulum-v5", 4, workers=2)  # no kernel: may keep state outside MjData
+    sim = make_vecsim("InvertedPendulum-v5", 4, slabs=2)  # no port: may keep state outside MjData
     try:
         assert not sim.movable
         with pytest.raises(RuntimeError, match="stay in their slabs"):
@@ -192,7 +224,7 @@ def test_resplit_refuses_bad_sizes_and_envs_it_cannot_move():
 def test_a_busy_caller_gets_a_smaller_slab():
     # Work between send and recv (the trainer's reward) is this process's: the
     # balance hands its envs to the twin, which waits otherwise.
-    sim = make_vecsim("HalfCheetah-v5", 8, workers=2)
+    sim = make_vecsim("HalfCheetah-v5", 8, slabs=2)
     sim.reset()
     assert sim.slab_sizes == [4, 4]
     for _ in range(4 * BALANCE_EVERY):  # one env moves per balance
@@ -204,7 +236,7 @@ def test_a_busy_caller_gets_a_smaller_slab():
 
 
 def test_a_killed_slab_twin_is_an_error_not_a_hang():
-    sim = make_vecsim("HalfCheetah-v5", 4, seed=0, workers=2)
+    sim = make_vecsim("HalfCheetah-v5", 4, seed=0, slabs=2)
     sim.reset()
     pid = sim._twins[0].pid
     os.kill(pid, signal.SIGKILL)
@@ -225,7 +257,7 @@ def test_an_env_that_raises_in_a_twin_is_reported_with_its_traceback(monkeypatch
 
     monkeypatch.setattr(InvertedPendulumEnv, "step", broken)  # before the fork: the twin inherits it
     parent = os.getpid()
-    sim = make_vecsim("InvertedPendulum-v5", 2, seed=0, workers=2)
+    sim = make_vecsim("InvertedPendulum-v5", 2, seed=0, slabs=2)
     sim.reset()
     with pytest.raises(TwinDied, match="boom in a slab"):
         sim.step(np.zeros((2, 1)))
@@ -245,7 +277,7 @@ def test_an_env_that_raises_here_leaves_the_twins_in_step(monkeypatch):
 
     monkeypatch.setattr(InvertedPendulumEnv, "step", broken_once)
     parent = os.getpid()
-    sim = make_vecsim("InvertedPendulum-v5", 2, seed=0, workers=2)
+    sim = make_vecsim("InvertedPendulum-v5", 2, seed=0, slabs=2)
     try:
         sim.reset()
         with pytest.raises(FloatingPointError, match="boom here"):
@@ -265,7 +297,7 @@ def test_a_request_to_the_twins_cut_short_stops_the_sim(monkeypatch):
     def interrupted(self, msg):
         raise KeyboardInterrupt
 
-    sim = make_vecsim("HalfCheetah-v5", 4, seed=0, workers=2)
+    sim = make_vecsim("HalfCheetah-v5", 4, seed=0, slabs=2)
     try:
         sim.reset()
         pid = sim._twins[0].pid
@@ -283,7 +315,7 @@ def test_a_request_to_the_twins_cut_short_stops_the_sim(monkeypatch):
 
 
 def test_a_sim_dropped_without_close_ends_its_twins():
-    sim = make_vecsim("HalfCheetah-v5", 2, workers=2)
+    sim = make_vecsim("HalfCheetah-v5", 2, slabs=2)
     pid = sim._twins[0].pid
     del sim
     gc.collect()
@@ -312,9 +344,9 @@ def test_closing_a_twin_twice_leaves_alone_the_files_that_took_its_fds():
 def test_closing_one_of_several_twins_does_not_wait_on_the_others():
     # Each twin must hold no copy of another twin's pipe: else close() would hang.
     code = (
-        "from reward_designer.vecsim import make_vecsim\n"
-        "a = make_vecsim('HalfCheetah-v5', 6, workers=3)\n"
-        "b = make_vecsim('HalfCheetah-v5', 2, workers=2)\n"
+        "from reward_designer.sim import make_vecsim\n"
+        "a = make_vecsim('HalfCheetah-v5', 6, slabs=3)\n"
+        "b = make_vecsim('HalfCheetah-v5', 2, slabs=2)\n"
         "a.close(); b.close(); print('closed')\n"
     )
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=60)
@@ -322,7 +354,7 @@ def test_closing_one_of_several_twins_does_not_wait_on_the_others():
 
 
 def test_send_and_recv_pair_up():
-    sim = make_vecsim("HalfCheetah-v5", 4, seed=0, workers=2)
+    sim = make_vecsim("HalfCheetah-v5", 4, seed=0, slabs=2)
     try:
         sim.reset()
         with pytest.raises(RuntimeError, match="no step in flight"):
@@ -342,9 +374,9 @@ def test_mujoco_warnings_are_python_warnings_and_leave_no_log_file(tmp_path):
     """MuJoCo's handler would print gymnasium's settotalmass deprecation for every HalfCheetah made
     and append it to MUJOCO_LOG.TXT in the cwd; routed, it is dropped and nothing is written."""
     script = ("from reward_designer.envcard import EnvCard\n"
-              "from reward_designer.vecsim import make_vecsim\n"
+              "from reward_designer.sim import make_vecsim\n"
               "EnvCard.from_env('HalfCheetah-v5')\n"
-              "sim = make_vecsim('HalfCheetah-v5', 4, workers=2)\n"
+              "sim = make_vecsim('HalfCheetah-v5', 4, slabs=2)\n"
               "sim.reset(); sim.close()\n")
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

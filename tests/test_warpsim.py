@@ -13,7 +13,7 @@ from gymnasium.envs.registration import EnvSpec
 
 from reward_designer import state as st
 from reward_designer.ppo import Collector, PPOConfig, make_policy, train
-from reward_designer.vecsim import SimBase, StepOut, make_vecsim
+from reward_designer.sim import SimBase, StepOut, VecSim, make_vecsim
 
 pytest.importorskip("mujoco_warp")
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -67,7 +67,7 @@ def replay(env_id, device, n=6, steps=60, **env_kwargs):
                 elapsed[i] = 0
                 # A new episode: the initial state plus gymnasium's reset noise.
                 assert np.abs(host(now["qpos"][i]) - ref.init_qpos).max() <= noise + 1e-6, where
-                if not sim.kernel.normal_qvel:
+                if not sim.port.normal_qvel:
                     assert np.abs(host(now["qvel"][i]) - ref.init_qvel).max() <= noise + 1e-6, where
                 assert not np.allclose(host(now["qpos"][i]), host(out.physics["qpos"][i])), where
             else:
@@ -89,6 +89,8 @@ def test_halfcheetah_matches_gymnasium_step_by_step(device):
 
 def test_reset_is_seeded_and_keeps_the_arrays_on_the_device(device):
     sim = warp_sim("Hopper-v5", 4, device=device)
+    # The contract's device is a torch.device (tensors out), even on Warp's CPU backend.
+    assert isinstance(sim, VecSim) and isinstance(sim.device, torch.device) and sim.device.type == device
     first, again, other = sim.reset(5), sim.reset(5), sim.reset(6)
     assert isinstance(first, torch.Tensor) and first.device.type == device
     torch.testing.assert_close(first, again)
@@ -107,7 +109,7 @@ def test_refuses_what_it_cannot_run(monkeypatch):
         with pytest.raises(ValueError, match="no CUDA device"):
             warp_sim("Hopper-v5", 2, device="cuda")
     with pytest.raises(ValueError, match="standard gymnasium MuJoCo envs"):
-        warp_sim("InvertedPendulum-v5", 2)  # no vecsim kernel: its own step()
+        warp_sim("InvertedPendulum-v5", 2)  # no port: its own step()
     spec = EnvSpec("ScaledHopper-v0", max_episode_steps=1000,
                    entry_point=lambda **kw: gym.wrappers.TransformReward(HopperEnv(**kw), lambda r: 10.0 * r))
     monkeypatch.setitem(gym.envs.registry, spec.id, spec)

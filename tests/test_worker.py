@@ -17,7 +17,7 @@ from reward_designer.program import load_function
 from reward_designer.sandbox import Limits
 from reward_designer.schemas import FitnessSpec, TrainJob
 from reward_designer.trainer import read_progress
-from reward_designer.vecsim import make_vecsim
+from reward_designer.sim import make_vecsim
 from reward_designer.worker import (
     MAX_COMPONENTS,
     MAX_EPISODE_STEPS,

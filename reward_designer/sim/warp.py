@@ -1,8 +1,8 @@
-"""Batched simulation on MuJoCo Warp: thousands of envs as one batch on a GPU.
+"""The "warp" backend: thousands of envs as one MuJoCo Warp batch on a GPU.
 
-``WarpVecSim`` has ``MujocoVecSim``'s interface and semantics (the same
-observations, rewards and terminations, computed by the same ``vecsim``
-kernels, same-step autoreset with gymnasium's reset noise), but its n envs
+``WarpVecSim`` has the slab stepper's semantics (the same observations,
+rewards and terminations, computed by the same ``ports``, same-step autoreset
+with gymnasium's reset noise), but its n envs
 are the worlds of one ``mujoco_warp`` batch on a device, and every array it
 hands out is a torch tensor on that device: the simulator's state is read
 through ``wp.to_torch`` views of Warp's own arrays, never copied to the host.
@@ -13,21 +13,25 @@ Differences from the CPU stepper, by construction:
   ~1e-5 over a few steps and then drift apart, as any two integrators would.
 * Reset noise comes from a torch generator seeded by ``reset(seed)``, so it
   has gymnasium's distribution but not its draws.
-* Only the standard gymnasium MuJoCo classes (those with a ``vecsim`` kernel):
-  an env with its own ``step`` cannot run inside a Warp batch.
+* Only the standard gymnasium MuJoCo classes (those with a port in
+  ``ports.PORTS``): an env with its own ``step`` cannot run inside a Warp batch.
 
 Requires the ``warp`` extra (``mujoco-warp``). It also runs on Warp's CPU
-backend, slowly (~1.5k env-steps/s on HalfCheetah here): that is for tests;
-on a CPU the slab stepper in ``vecsim`` is the fast path.
+backend, slowly (docs/TUNING.md, "The simulator's slabs"): that is for tests;
+on a CPU the slab stepper (``slabs.py``) is the fast path.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
 from reward_designer import state as st
 from reward_designer.policy import torch_device
-from reward_designer.vecsim import KERNELS, MJ_KEYS, SimBase, StepOut, _extra_wrappers, _make
+from reward_designer.sim import SimBase, StepOut
+from reward_designer.sim.gym_envs import MJ_KEYS, extra_wrappers, make_env
+from reward_designer.sim.ports import PORTS
 
 
 def _warp():
@@ -44,26 +48,30 @@ def _warp():
 class WarpVecSim(SimBase):
     """n gymnasium MuJoCo envs as the worlds of one MuJoCo Warp batch on ``device``."""
 
-    def __init__(self, env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | None = None,
+    def __init__(self, env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | None = None, *,
+                 slabs: int | None = None, on_fork: Callable[[], None] | None = None,
                  device: str | torch.device | None = None):
+        # One process, one batch: ``slabs`` and ``on_fork`` (for forked twins) have nothing to apply to.
         wp, mjw = _warp()
-        wrapped = _make(env_id, env_kwargs)
-        if wrappers := _extra_wrappers(wrapped):
+        wrapped = make_env(env_id, env_kwargs)
+        if wrappers := extra_wrappers(wrapped):
             raise ValueError(f"the 'warp' backend steps the MuJoCo env itself; {env_id} is wrapped in "
                              f"{', '.join(wrappers)}, which it would drop")
         self.max_episode_steps = wrapped.spec.max_episode_steps if wrapped.spec else None
         env = self._env = wrapped.unwrapped
-        kernel = KERNELS.get(type(env))
-        if kernel is None:
+        port = PORTS.get(type(env))
+        if port is None:
             raise ValueError(f"the 'warp' backend runs the standard gymnasium MuJoCo envs "
-                             f"({', '.join(k.__name__ for k in KERNELS)}); {env_id} is a {type(env).__name__}")
-        self.kernel = kernel(env, xp=torch)
+                             f"({', '.join(k.__name__ for k in PORTS)}); {env_id} is a {type(env).__name__}")
+        self.port = port(env, xp=torch)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if device.type not in ("cpu", "cuda"):
             raise ValueError(f"the 'warp' backend runs on 'cpu' or 'cuda', not {device.type!r}")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda': no CUDA device is available here")
-        self.device = torch_device(device)  # indexed, as the policy's tensors on it report it
+        # A torch.device (VecSim.device: tensors out, even on Warp's CPU backend), indexed as the
+        # policy's tensors on it report it.
+        self.device = torch_device(device)
         self._wp_device = str(self.device)  # "cpu" or "cuda:<index>"
         self.num_envs, self._seed = num_envs, seed
         self.observation_space, self.action_space = env.observation_space, env.action_space
@@ -81,7 +89,7 @@ class WarpVecSim(SimBase):
                 raise ValueError(f"MuJoCo Warp cannot simulate {env_id}: {exc}") from exc
             self._data = mjw.put_data(env.model, env.data, nworld=num_envs)
         # Zero-copy torch views of the batch's fields: reading them reads Warp's memory.
-        keys = MJ_KEYS + tuple(k for k in self.kernel.extra if k not in MJ_KEYS)
+        keys = MJ_KEYS + tuple(k for k in self.port.extra if k not in MJ_KEYS)
         self._fields = {k: wp.to_torch(getattr(self._data, k)) for k in keys}
         self._ctrl = wp.to_torch(self._data.ctrl)
         self._rng = torch.Generator(device=self.device)
@@ -109,7 +117,7 @@ class WarpVecSim(SimBase):
                             mjw.step(self._model, self._data)
                     self._graph = capture.graph
                 wp.capture_launch(self._graph)
-            if self.kernel.rne:  # contact forces, as gymnasium's step computes them
+            if self.port.rne:  # contact forces, as gymnasium's step computes them
                 mjw.rne_postconstraint(self._model, self._data)
 
     def _reset_worlds(self, mask: torch.Tensor) -> None:
@@ -122,7 +130,7 @@ class WarpVecSim(SimBase):
             return (torch.rand((n, len(like)), generator=self._rng, device=self.device) * 2 - 1) * s
 
         qpos = self._init_qpos + uniform(self._init_qpos)
-        if self.kernel.normal_qvel:
+        if self.port.normal_qvel:
             qvel = self._init_qvel + torch.randn((n, len(self._init_qvel)), generator=self._rng,
                                                  device=self.device) * s
         else:
@@ -141,7 +149,7 @@ class WarpVecSim(SimBase):
         self._rng.manual_seed(self._seed if seed is None else seed)
         self._reset_worlds(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         self._current = self._snapshot()
-        self._obs = self.kernel.obs(self._current)
+        self._obs = self.port.obs(self._current)
         return self._obs.clone()
 
     def physics(self) -> dict[str, torch.Tensor]:
@@ -168,8 +176,8 @@ class WarpVecSim(SimBase):
             raise RuntimeError("no step in flight: send() actions first")
         actions, self._actions = self._actions, None
         after = self._snapshot()
-        final_obs = self.kernel.obs(after)
-        reward, terminated = self.kernel.reward(self._current, after, actions)
+        final_obs = self.port.obs(after)
+        reward, terminated = self.port.reward(self._current, after, actions)
         self._elapsed += 1
         truncated = (self._elapsed >= self.max_episode_steps) if self.max_episode_steps \
             else torch.zeros_like(terminated)
@@ -181,7 +189,7 @@ class WarpVecSim(SimBase):
             current = {k: torch.where(done.reshape((-1,) + (1,) * (v.dim() - 1)), self._fields[k], v)
                        for k, v in after.items()}
         self._current = current
-        self._obs = self.kernel.obs(current)
+        self._obs = self.port.obs(current)
         return StepOut(self._obs.clone(), reward.double(), terminated, truncated,
                        {"obs": final_obs, **{k: after[k] for k in MJ_KEYS}})
 
