@@ -8,9 +8,12 @@ read on resume.
 
 from __future__ import annotations
 
+import datetime
+import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator,
+                      model_validator)
 
 Aggregate = Literal["sum", "mean", "max", "last", "any"]
 # What a training steps: MuJoCo C, one slab of envs per core ("mujoco"; the gymnasium vector env
@@ -32,6 +35,25 @@ class FitnessSpec(BaseModel):
     source: Literal["card", "llm", "file"] = "card"
 
 
+# The methods a card's anchors measure: "random" an untrained policy, "sparse" the fitness's per-step
+# value as the reward, "expert" the card's expert reward, "env" the env's own where it is not the expert.
+AnchorMethod = Literal["random", "sparse", "expert", "env"]
+IMPLICIT_SUITE = "standard"  # every card outside "smoke"; a card does not list it
+
+
+class Anchor(BaseModel):
+    """One method's fitness over seeds at the card's budget, measured, with how and when."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mean: float
+    std: float = Field(ge=0)
+    seeds: list[int] = Field(min_length=1)
+    train_steps: int | None = None  # the budget it was measured at (None: no training, as for random)
+    command: str = Field(min_length=1)
+    date: datetime.date
+
+
 class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -42,6 +64,39 @@ class TaskSpec(BaseModel):
     env_kwargs: dict = {}
     train_steps: int = Field(default=1_000_000, gt=0)
     ppo: dict = {}  # PPOConfig overrides for this task, over the env's preset; a run's own (--set) go over them
+    suites: list[str] = []  # benchmark suites it belongs to (smoke, native, novel, locomotion, ...)
+    expert: str | None = None  # the expert reward: "env" (the env's own) or a program file beside the card
+    anchors: dict[AnchorMethod, Anchor] = {}
+
+    @field_validator("suites")
+    @classmethod
+    def _suite_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+                raise ValueError(f"suite {name!r}: lowercase letters, digits and '-' only")
+            if name == IMPLICIT_SUITE:
+                raise ValueError(f"'{IMPLICIT_SUITE}' is implied: every card outside 'smoke' is in it")
+        if len(set(v)) != len(v):
+            raise ValueError("a suite is listed twice")
+        return v
+
+    @field_validator("expert")
+    @classmethod
+    def _expert_source(cls, v: str | None) -> str | None:
+        if v is None or v == "env":
+            return v
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+\.py", v) or v.startswith("."):
+            raise ValueError(f"expert {v!r}: 'env', or the file name of a reward program beside the card (name.py)")
+        return v
+
+    @model_validator(mode="after")
+    def _anchors_at_budget(self) -> "TaskSpec":
+        for method, anchor in self.anchors.items():
+            if anchor.train_steps is not None and anchor.train_steps != self.train_steps:
+                raise ValueError(f"anchors.{method} was measured at {anchor.train_steps:,} steps, the card trains "
+                                 f"{self.train_steps:,}: measure it again at the card's budget")
+        return self
+
 
     @field_validator("description")
     @classmethod
