@@ -67,7 +67,7 @@ def reply(request: dict):
     n = request.get("n", 1)
     if "was rejected before any training" in text:
         return SYNTAX_FIXED if "speed" in text else NAN
-    if "sparse measure of success" in text:
+    if "the measure that we will use to judge" in text:
         return FITNESS
     if "A policy was trained with PPO" in text:
         return FEEDBACK
