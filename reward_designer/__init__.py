@@ -24,7 +24,9 @@ _LAZY = {
     "Critic": "critic", "CriticReport": "critic",
     "Trainer": "trainer",
     "Analyzer": "analyzer", "Analysis": "analyzer",
-    "Run": "run", "RunConfig": "run", "RunRecord": "run",
+    "Run": "run", "RunConfig": "records", "RunRecord": "records", "CandidateRecord": "records",
+    "RunFolder": "runfolder", "CandidatePipeline": "pipeline",
+    "Executor": "executor", "LocalExecutor": "executor",
     "State": "state",
     "load_task": "tasks", "list_tasks": "tasks",
     "make_client": "llm",
@@ -39,23 +41,25 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'reward_designer' has no attribute {name!r}")
 
 
-def design(task, out: str | Path, *, quiet: bool = True, **config):
+def design(task, out: str | Path, *, quiet: bool = True, executor=None, **config):
     """Run the design loop for ``task`` (a TaskSpec) into the folder ``out``; see RunConfig for ``config``.
 
     If ``out`` already holds a run of the same task and config, it is resumed instead; one of
     another task or config is an error (``Run.open(out).execute()`` resumes it as it was).
-    The env and the LLM are checked before the folder is made.
+    The env and the LLM are checked before the folder is made. ``executor``: where the
+    sandboxed jobs run (default: local workers, ``workers`` at once).
     """
-    from .run import RUN_FILE, Run, RunConfig, RunError
+    from .run import Run, RunConfig, RunError
+    from .runfolder import RunFolder
 
-    out, wanted = Path(out), RunConfig(task=task, **config)
-    if (out / RUN_FILE).exists():
-        run = Run.open(out)
+    wanted = RunConfig(task=task, **config)
+    if RunFolder(out).exists():
+        run = Run.open(out, executor=executor)
         if run.config != wanted:
             raise RunError(f"{out} holds a run of another task or config; resume it with Run.open({str(out)!r})"
                            ".execute(), or choose another folder")
         return run.execute(quiet=quiet)
-    return Run.create(out, wanted).execute(quiet=quiet)
+    return Run.create(out, wanted, executor=executor).execute(quiet=quiet)
 
 
 def check(code: str, env_id: str, workdir: str | Path, **critic_kwargs):
@@ -65,8 +69,28 @@ def check(code: str, env_id: str, workdir: str | Path, **critic_kwargs):
     return Critic(env_id, **critic_kwargs).check(code, Path(workdir))
 
 
-def train(code: str | None, env_id: str, steps: int, out: str | Path, fitness=None, **trainer_kwargs):
-    """Train a policy on a reward program in a sandboxed worker; the policy lands in ``out/policy.npz``."""
+def train(code: str | None, env_id: str, steps: int, out: str | Path, fitness=None, *, env_kwargs=None,
+          seed: int = 0, episodes: int = 5, executor=None, **trainer_kwargs):
+    """A reward program through the same pipeline as a design round's candidates: the critic, a
+    sandboxed PPO training (the policy lands in ``out/train/policy.npz``) and, with a ``fitness``
+    (FitnessSpec), the analyzer. Returns the candidate's record (``status``, ``findings``, ``fitness``).
+    ``code`` None trains on the env's own reward, with no critic."""
+    from .analyzer import Analyzer
+    from .critic import Critic
+    from .executor import LocalExecutor
+    from .pipeline import CandidatePipeline
+    from .program import RewardProgram
+    from .runfolder import CandidateFolder
     from .trainer import Trainer
 
-    return Trainer(env_id, steps, **trainer_kwargs).train(code, Path(out), fitness)
+    executor = executor or LocalExecutor()
+    cand = CandidateFolder(out)
+    cand.clear()
+    pipeline = CandidatePipeline(
+        Critic(env_id, env_kwargs, seed=seed, executor=executor),
+        Trainer(env_id, steps, env_kwargs, seed=seed, executor=executor, **trainer_kwargs),
+        Analyzer(env_id, fitness, env_kwargs, episodes=episodes, executor=executor) if fitness else None,
+    )
+    if code is None:
+        return pipeline.train_and_analyze(cand, RewardProgram(code=None))
+    return pipeline.run(cand, RewardProgram(code=code))

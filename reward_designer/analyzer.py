@@ -4,29 +4,39 @@ The rollouts and the fitness are measured in a worker that loads only the
 policy's weights and the fitness, never the reward program, so a program
 cannot change its own score. The program is then evaluated, in a worker of
 its own, on the recorded trajectories for its components and its correlation
-with the fitness (Eureka's reward reflection; a low or negative correlation
-is how reward hacking shows).
+with the fitness (Eureka's reward reflection). Reward hacking is flagged where
+the training log shows the reward rising while the fitness does not, or the
+reward falls where the fitness rises. Which termination check ended each
+terminated episode is read here, from the recorded states, with the env
+card's checks (trusted env parameters; no program runs here).
 """
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 from pydantic import BaseModel
 
 from . import templates
-from .jobs import run_job
-from .sandbox import Limits, copy_output
+from .envcard import EnvCard
+from .executor import Executor, LocalExecutor
+from .sandbox import Limits, copy_output, read_output
 from .schemas import AnalyzeJob, FitnessSpec, RewardEvalJob, TaskSpec
 from .trainer import read_progress
+
+# A recorded rollout read here (written by a worker that ran the fitness): at most this much, packed
+# or unpacked.
+MAX_RECORD_BYTES = 256 << 20
 
 
 class ComponentStat(BaseModel):
     name: str
-    mean: float  # per step, over the evaluation episodes
-    thirds: list[float]  # mean over the first, middle and last third of the episodes
+    mean: float  # per step, over every step of the evaluation episodes
+    thirds: list[float]  # the same over the first, middle and last third of each episode's steps
 
 
 class Analysis(BaseModel):
@@ -44,6 +54,16 @@ class Analysis(BaseModel):
     step_correlation: float | None = None  # reward vs fitness, per step; None where either is constant
     components: list[ComponentStat] = []
     training_curve: list[dict] = []  # a few rows of the training log (fitness, components over steps)
+    trained_steps: int | None = None  # env steps of the training (its log's last row)
+    # Over the first and the last third of the training log: the reward per step, the fitness per episode.
+    train_reward: list[float] = []
+    train_fitness: list[float] = []
+    # Why reward hacking is suspected ([] where it is not): over training the reward rose while the
+    # fitness did not; over the evaluation steps the reward falls where the fitness rises.
+    hacking: list[Literal["rose_alone", "against"]] = []
+    # Terminated episodes per termination check that fired at their last step (the card's cause texts);
+    # empty where the env's checks are not known.
+    termination_causes: dict[str, int] = {}
     feedback: str = ""  # the LLM's failure analysis and suggestions, when asked
     reflection: str = ""  # the numbers, as the designer reads them
 
@@ -53,13 +73,89 @@ class Analysis(BaseModel):
 
     @property
     def hacking_suspect(self) -> bool:
-        return self.step_correlation is not None and self.step_correlation < 0
+        return bool(self.hacking)
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     if len(a) < 3 or np.std(a) < 1e-12 or np.std(b) < 1e-12:
         return None
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged: a series flat at 0 has no trend."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x))
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.bincount(inv, weights=ranks) / counts)[inv]
+
+
+def trend(values: list[float]) -> float | None:
+    """How steadily a series rises over training: its rank correlation with time (-1 .. 1)."""
+    x = np.asarray(values, dtype=float)
+    return correlation(_ranks(x), np.arange(len(x), dtype=float))
+
+
+MIN_TREND_ROWS = 6  # fewer training log rows than this say nothing about a trend
+AGAINST = -0.2  # a reward-fitness correlation over steps below this: the reward pays against the task
+
+
+def rose_alone(reward: list[float], fitness: list[float]) -> bool:
+    """The reward rose steadily over training while the fitness did not: reward hacking, or a
+    reward that does not lead to the task. The fitness counts as rising if its rank correlation
+    with time is at least 0.3; flat (or constant) it is not."""
+    if len(reward) < MIN_TREND_ROWS or len(fitness) < MIN_TREND_ROWS:
+        return False
+    third = max(1, len(reward) // 3)
+    r_trend, f_trend = trend(reward), trend(fitness)
+    return (r_trend is not None and r_trend > 0.6 and np.mean(reward[-third:]) > np.mean(reward[:third])
+            and (f_trend is None or f_trend < 0.3))
+
+
+def thirds_of(values: list[float]) -> list[float]:
+    """The means of the first and the last third of a series."""
+    third = max(1, len(values) // 3)
+    return [float(np.mean(values[:third])), float(np.mean(values[-third:]))]
+
+
+def termination_causes(record: Path, card: EnvCard, eps) -> dict[str, int]:
+    """Per termination check: how many of the terminated episodes it ended (at their last recorded
+    state). Read defensively: the record was written by a worker that ran the fitness program."""
+    if not card.terminations or not any(e.terminated for e in eps):
+        return {}
+    need = {"active", "now_qpos", "now_qvel", "now_site_xpos"}
+    try:
+        packed = io.BytesIO(read_output(record, MAX_RECORD_BYTES))  # no links, no FIFOs
+        with zipfile.ZipFile(packed) as z:
+            if sum(i.file_size for i in z.infolist() if i.filename[:-4] in need) > MAX_RECORD_BYTES:
+                return {}
+        with np.load(packed, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in need if k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return {}
+    active = arrays.get("active")
+    if active is None or active.ndim != 2 or active.shape[1] != len(eps):
+        return {}
+    sites = list(card.layout.sites) if card.layout else []
+    counts: dict[str, int] = {}
+    for i, e in enumerate(eps):
+        steps = np.flatnonzero(active[:, i])
+        if not e.terminated or not steps.size:
+            continue
+        t = steps[-1]
+        for b in card.terminations:
+            if b.source in ("qpos", "qvel"):
+                source = arrays.get("now_" + b.source)
+            elif b.source.startswith('site("') and b.source[6:-6] in sites and "now_site_xpos" in arrays:
+                source = arrays["now_site_xpos"][:, :, sites.index(b.source[6:-6])]
+            else:
+                source = None
+            if source is None or source.shape[:2] != active.shape or source.shape[-1] < b.index[1]:
+                continue
+            for cause, fired in zip(b.causes(), b.ended(source[t, i, b.index[0]:b.index[1]])):
+                counts[cause] = counts.get(cause, 0) + fired
+    return {k: v for k, v in counts.items() if v}
 
 
 def thin(rows: list[dict], keep: int = 6) -> list[dict]:
@@ -81,12 +177,16 @@ class Analyzer:
         llm=None,
         task: TaskSpec | None = None,
         limits: Limits | None = None,
-        require_sandbox: bool = False,
+        executor: Executor | None = None,
+        card: EnvCard | None = None,
     ):
+        """``card``: the env card the designer reads (built here when not given): the LLM reads it,
+        and its termination checks name what ended each episode."""
         self.env_id, self.fitness, self.env_kwargs = env_id, fitness, env_kwargs or {}
+        self._card = card
         self.episodes, self.seed, self.llm, self.task = episodes, seed, llm, task
         self.limits = limits or Limits(wall_s=300, cpu_s=600, memory_mb=4096)
-        self.require_sandbox = require_sandbox
+        self.executor = executor or LocalExecutor()
 
     def analyze(self, code: str | None, policy: Path, workdir: Path, train_log: Path | None = None,
                 tag: str = "", stop: Callable[[], None] | None = None) -> Analysis:
@@ -99,11 +199,11 @@ class Analyzer:
         rollout_dir = workdir / "rollout"
         rollout_dir.mkdir(parents=True, exist_ok=True)
         copy_output(policy, rollout_dir / "policy.npz")
-        rollout = run_job(
+        rollout = self.executor.run(
             AnalyzeJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed,
                        policy=str(rollout_dir / "policy.npz"), fitness=self.fitness, episodes=self.episodes,
                        record=str(rollout_dir / "trajectories.npz")),
-            rollout_dir, self.limits, poll=stop, require_sandbox=self.require_sandbox,
+            rollout_dir, self.limits, poll=stop,
         )
         if not rollout.ok:
             return Analysis(ok=False, error=rollout.problem or rollout.result.error)
@@ -113,29 +213,50 @@ class Analyzer:
             ok=True, episodes=len(eps), fitness=fitness.tolist(), fitness_mean=float(fitness.mean()),
             fitness_std=float(fitness.std()), length_mean=float(np.mean([e.length for e in eps])),
             terminated=sum(e.terminated for e in eps), env_return_mean=float(np.mean([e.env_return for e in eps])),
-            training_curve=thin(read_progress(train_log)) if train_log else [],
         )
+        if analysis.terminated:
+            analysis.termination_causes = termination_causes(rollout_dir / "trajectories.npz", self.card, eps)
+        log = read_progress(train_log) if train_log else []
+        if log:
+            analysis.training_curve = thin(log)
+            analysis.trained_steps = int(log[-1].get("global_step", 0)) or None
+        reward = [r["train_reward_mean"] for r in log if np.isfinite(r.get("train_reward_mean", np.nan))]
+        fit = [r["fitness"] for r in log if np.isfinite(r.get("fitness", np.nan))]
+        if len(reward) >= MIN_TREND_ROWS and len(fit) >= MIN_TREND_ROWS:
+            analysis.train_reward, analysis.train_fitness = thirds_of(reward), thirds_of(fit)
+            if rose_alone(reward, fit):
+                analysis.hacking.append("rose_alone")
         if code is not None:
             self._reflect(analysis, code, eps, workdir, stop)
+            if analysis.step_correlation is not None and analysis.step_correlation < AGAINST:
+                analysis.hacking.append("against")
         analysis.reflection = templates.render("reflection.j2", a=analysis)
         if self.llm is not None and self.task is not None and code is not None:
             if stop is not None:
                 stop()
+            card = self.card
             chat = [{"role": "user", "content": templates.render(
-                "analyzer.j2", task=self.task, code=code, episodes=analysis.episodes, reflection=analysis.reflection)}]
+                "analyzer.j2", task=self.task, code=code, episodes=analysis.episodes, reflection=analysis.reflection,
+                envcard=card.render(), card=card, fitness=self.fitness, trained_steps=analysis.trained_steps)}]
             analysis.feedback = self.llm.complete(chat, n=1, purpose="analyze", temperature=0.3,
                                                tag=tag)[0].text.strip()
         return analysis
+
+    @property
+    def card(self) -> EnvCard:
+        if self._card is None:
+            self._card = EnvCard.from_env(self.env_id, self.env_kwargs)
+        return self._card
 
     def _reflect(self, analysis: Analysis, code: str, eps, workdir: Path, stop: Callable[[], None] | None) -> None:
         """The program's own view of the rollouts: its components and how its reward tracks the fitness."""
         eval_dir = workdir / "reward_eval"
         eval_dir.mkdir(parents=True, exist_ok=True)
         copy_output(workdir / "rollout" / "trajectories.npz", eval_dir / "trajectories.npz")
-        out = run_job(
+        out = self.executor.run(
             RewardEvalJob(env_id=self.env_id, env_kwargs=self.env_kwargs, code=code,
                           trajectories=str(eval_dir / "trajectories.npz")),
-            eval_dir, self.limits, poll=stop, require_sandbox=self.require_sandbox,
+            eval_dir, self.limits, poll=stop,
         )
         if not out.ok:
             analysis.error = "the reward program failed on the evaluation rollouts: " + (
@@ -151,7 +272,9 @@ class Analyzer:
             np.concatenate([np.asarray(s, dtype=float) for s in r.step_reward]),
             np.concatenate([np.asarray(e.step_fitness, dtype=float) for e in eps]),
         )
+        # Per step over all episodes, as the worker pools the thirds: each episode's mean by its length.
+        lengths = [e.length for e in eps]
         analysis.components = [
-            ComponentStat(name=k, mean=float(np.mean(v)), thirds=r.component_thirds.get(k, []))
-            for k, v in r.components.items()
+            ComponentStat(name=k, mean=float(np.average(v, weights=lengths)), thirds=r.component_thirds.get(k, []))
+            for k, v in r.components.items() if len(v) == len(eps)
         ]

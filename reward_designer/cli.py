@@ -1,7 +1,11 @@
 """The `reward-designer` command.
 
-Exit codes: 0 success; 1 the critic rejected the code (`check`) or no
-candidate survived (`design`, `resume`); 2 bad input or configuration.
+Exit codes: 0 success; 1 the critic rejected the reward program, for any
+reason, a syntax error included (`check`, `train`), training failed (`train`)
+or no candidate survived (`design`, `resume`); 2 bad input that is not the
+program under test (a missing or unreadable file, a flag, a task card, a
+fitness file) or configuration, or an LLM error that retries could not get
+past (one line on stderr); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from rich.table import Table
 app = typer.Typer(
     help="LLM-designed dense rewards for RL: a critic checks them in a sandbox, policies train on them, "
     "an analyzer turns what the policies did into feedback, round after round.",
+    epilog=__doc__.partition("\n\n")[2],  # the exit codes
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -98,29 +103,37 @@ def _check_env(env_id: str, env_kwargs: dict | None = None) -> None:
 
     from .trainer import check_trainable
 
+    from .tasks import did_you_mean
+
     try:
         gym.spec(env_id)
     except Exception:  # noqa: BLE001 - gymnasium raises several kinds for an unknown id
         if ":" not in env_id:  # "module:EnvId" is registered by gym.make, which imports the module
-            raise BadInput(f"unknown environment id {env_id!r} (not registered with gymnasium)") from None
+            hint = did_you_mean(env_id, gym.registry, "")
+            raise BadInput(f"unknown environment id {env_id!r}: not registered with gymnasium{hint}") from None
     try:
         check_trainable(env_id, env_kwargs)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 
 
-def _read_python(path: Path, what: str) -> str:
-    import ast
+MAX_FILE_BYTES = 1_000_000  # far past any program the critic takes (20,000 characters): not read whole
 
+
+def _read_python(path: Path, what: str) -> str:
+    """A file's text, or BadInput when it is no text to give the critic (missing, not UTF-8, huge).
+    Whether the text is a good program, syntax included, is the critic's to say."""
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read {what} {path}: {exc.strerror if isinstance(exc, OSError) else 'not text'}") from None
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise BadInput(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise BadInput(f"{what} {path} is over {MAX_FILE_BYTES:,} bytes: not a program")
     try:
-        ast.parse(text)
-    except SyntaxError as exc:
-        raise BadInput(f"{path} is not valid Python (line {exc.lineno}: {exc.msg})") from None
-    return text
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"cannot read {what} {path}: not UTF-8 text") from None
 
 
 SET_HELP = ("A PPO hyperparameter over the env's preset (and a task card's ppo:), KEY=VALUE: a PPOConfig field "
@@ -128,9 +141,15 @@ SET_HELP = ("A PPO hyperparameter over the env's preset (and a task card's ppo:)
             "--set desired_kl=None.")
 
 
+MAX_SET_CHARS = 1000  # a hyperparameter's value; a literal is parsed whole before it is checked
+
+
 def _ppo_overrides(pairs: list[str] | None) -> dict:
     from .presets import parse_overrides
 
+    for pair in pairs or []:
+        if len(pair) > MAX_SET_CHARS:
+            raise BadInput(f"--set {pair[:40]!r}...: {len(pair):,} characters; a value is at most {MAX_SET_CHARS:,}")
     try:
         return parse_overrides(pairs or [])
     except ValueError as exc:
@@ -144,6 +163,8 @@ def custom_task_name(env_id: str, task: str) -> str:
 
 
 def _fitness_file(path: Path | None):
+    import ast
+
     from pydantic import ValidationError
 
     from .program import fitness_from_code
@@ -151,6 +172,11 @@ def _fitness_file(path: Path | None):
     if path is None:
         return None
     code = _read_python(path, "fitness file")
+    try:  # the measure the run is judged by is input, not a program under test: a syntax error is exit 2
+        ast.parse(code)
+    except (SyntaxError, ValueError) as exc:
+        raise BadInput(f"{path} is not valid Python (line {getattr(exc, 'lineno', '?')}: "
+                       f"{getattr(exc, 'msg', exc)})") from None
     if "def compute_fitness" not in code:
         raise BadInput(f"{path} defines no compute_fitness(state, action)")
     try:
@@ -196,7 +222,7 @@ def design(
     seed: Annotated[int, typer.Option(help="Seed for training and the critic's probe (the evaluation episodes are the same for every run).")] = 0,
     device: Annotated[Device, typer.Option(help="Where policies and rewards run.")] = Device.auto,
     sim: Annotated[Sim, typer.Option(help=SIM_HELP)] = Sim.mujoco,
-    workers: Annotated[int, typer.Option(min=1, help="Candidates trained at once.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Candidates trained at once, each on its share of the CPU cores.")] = 1,
     fitness: Annotated[Optional[Path], typer.Option(help="Python file defining compute_fitness(state, action): the hidden measure of success.")] = None,
     llm_critic: Annotated[bool, typer.Option("--llm-critic", help="Also have the LLM review each program against the task.")] = False,
     fix_attempts: Annotated[int, typer.Option(min=0, help="Times a rejected program goes back to the LLM for a fix.")] = 2,
@@ -266,21 +292,29 @@ def _execute(run, quiet: bool) -> None:
     try:
         record = run.execute(quiet=quiet)
     except KeyboardInterrupt:
-        _fail(f"interrupted; `reward-designer resume {run.folder}` continues the run where it stopped", 130)
+        _fail(f"interrupted; `reward-designer resume {run.folder.path}` continues the run where it stopped", 130)
     if record.status != "done":
         _fail(record.error or "the run failed", 1)
     best = record.best
-    err.print(f"best: {best.name} (fitness {best.fitness:.3f}) -> {run.folder / 'best' / 'reward.py'}")
+    err.print(f"best: {best.name} (fitness {best.fitness:.3f}) -> {run.folder.best / 'reward.py'}")
 
 
-def _require_sandbox(required: bool) -> None:
-    from .sandbox import doctor
+def _require_sandbox(required: bool, flag: bool = True) -> None:
+    """Say once which sandbox layers are missing (the workers this process starts then say nothing more),
+    or refuse with ``required``. ``flag``: the command has --require-sandbox, so the warning names it."""
+    from .sandbox.layers import plan_layers
 
-    missing = [s for s in doctor() if not s.active]
-    for s in missing:
+    plan = plan_layers()
+    if required and plan.missing:
+        raise BadInput("--require-sandbox: missing layers: " + ", ".join(s.name for s in plan.missing))
+    if plan.warned:
+        return
+    plan.warned = True
+    for s in plan.missing:
         err.print(f"warning: sandbox layer '{s.name}' is not active: {s.detail}", markup=False, soft_wrap=True)
-    if required and missing:
-        raise BadInput("--require-sandbox: missing layers: " + ", ".join(s.name for s in missing))
+    if plan.missing and flag:
+        err.print("warning: untrusted reward code runs less confined; --require-sandbox refuses to run instead",
+                  markup=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------- tasks
@@ -289,8 +323,14 @@ def tasks() -> None:
     """List the task cards in envs/."""
     from .tasks import list_tasks
 
-    table = Table("name", "env", "task", "fitness")
-    for t in list_tasks():
+    cards = list_tasks()
+    table = Table()
+    # A name is what `design` takes: it is never cut; the other columns fold to make room.
+    table.add_column("name", no_wrap=True, min_width=max((len(t.name) for t in cards), default=4))
+    table.add_column("env", overflow="fold")
+    table.add_column("task", overflow="fold")
+    table.add_column("fitness", overflow="fold")
+    for t in cards:
         table.add_row(t.name, t.env_id, t.description, t.fitness.description if t.fitness else "")
     out.print(table)
 
@@ -343,12 +383,16 @@ def train(
     episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes (with --fitness).")] = 5,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help=SET_HELP)] = None,
 ) -> None:
-    """Train a policy on a reward file (checked by the critic first)."""
+    """Train a policy on a reward file: the critic, PPO, then (with --fitness) the analyzer, as in `design`.
+
+    --out is one candidate's folder, laid out as in a run (critic.json, train/, analysis.json)."""
     from rich.progress import Progress
 
     from .analyzer import Analyzer
     from .critic import Critic
-    from .program import FITNESS_ENTRY
+    from .pipeline import CandidatePipeline, check_fitness, rejected
+    from .program import RewardProgram
+    from .runfolder import CandidateFolder
     from .trainer import Trainer
 
     code = _read_python(file, "reward file")
@@ -361,19 +405,17 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BadInput(f"--out {out}: {exc.strerror or exc}") from None
-    (out / "analysis.json").unlink(missing_ok=True)  # an earlier train's, about another policy
+    cand = CandidateFolder(out)
+    cand.clear()  # an earlier train's outputs, about another program or policy
     critic = Critic(env, seed=seed)
-    if spec is not None:
-        checked = critic.check(spec.code, out / "fitness_check", entry=FITNESS_ENTRY)
-        if not checked.ok:
-            raise BadInput(f"--fitness {fitness}: unusable: " + checked.summary()[:300])
-    report = critic.check(code, out / "probe")
-    if not report.ok:
-        err.print(f"{file}: rejected by the critic at {report.stage}", markup=False)
-        for f in report.findings:
-            err.print(f"  - {f}", markup=False)
-        raise typer.Exit(1)
+    if spec is not None and not (checked := check_fitness(critic, spec.code, cand.fitness_check)).ok:
+        raise BadInput(f"--fitness {fitness}: unusable: " + checked.summary()[:300])
     trainer = Trainer(env, steps, seed=seed, device=dev, sim=simulator, ppo=ppo, kernel_dir=out / "warp")
+    analyzer = Analyzer(env, spec, episodes=episodes) if spec is not None else None
+    pipeline = CandidatePipeline(critic, trainer, analyzer)
+    checked = pipeline.criticize(cand, RewardProgram(code=code))
+    if not checked.report.ok:
+        _report_rejection(file, rejected(0, 0, checked))
     if simulator == "warp":
         err.print(f"MuJoCo Warp: compiling the kernels for {env}", markup=False)
     try:
@@ -384,18 +426,24 @@ def train(
         err.print(note, markup=False)
     with Progress(console=err) as bars:
         bar = bars.add_task("training", total=trainer.planned_steps)
-        result = trainer.train(code, out / "train", spec, on_progress=lambda s: bars.update(bar, completed=s))
-        if result.ok:  # progress is polled once a second: a short training ends between two polls
-            bars.update(bar, completed=result.result.steps)
-    if not result.ok:
-        _fail("training failed: " + (result.problem or result.result.error), 1)
-    r = result.result
-    err.print(f"trained {r.steps} steps in {r.seconds:.1f} s ({r.steps_per_second:.0f} steps/s) -> {out / 'train' / 'policy.npz'}")
-    if spec is not None:
-        analysis = Analyzer(env, spec, episodes=episodes).analyze(code, out / "train" / "policy.npz", out,
-                                                                  out / "train" / "progress.jsonl")
-        (out / "analysis.json").write_text(analysis.model_dump_json(indent=1))
+        rec = pipeline.train_and_analyze(cand, checked.program, on_progress=lambda s: bars.update(bar, completed=s))
+        if rec.steps is not None:  # progress is polled once a second: a short training ends between two polls
+            bars.update(bar, completed=rec.steps)
+    if rec.steps is None:
+        _fail("training failed: " + rec.error, 1)
+    err.print(f"trained {rec.steps} steps in {rec.train_seconds:.1f} s ({rec.steps_per_second:.0f} steps/s)"
+              f" -> {cand.policy}")
+    if analyzer is not None:
+        analysis = pipeline.analysis(cand)
         err.print(analysis.reflection if analysis.ok else f"analysis failed: {analysis.error}", markup=False)
+
+
+def _report_rejection(file: Path, rec) -> None:
+    """A program the critic rejected: where, and each finding, as `design` records them; exit 1."""
+    err.print(f"{file}: rejected by the critic at {rec.stage}", markup=False, soft_wrap=True)
+    for f in rec.findings:
+        err.print(f"  - {f}", markup=False, soft_wrap=True)  # whole, to be read or copied
+    raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------ doctor

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError, field_validator
 
 from . import templates
 from .sandbox import Limits, Outcome
-from .jobs import run_job
+from .executor import Executor, LocalExecutor
 from .lint import lint
 from .program import ENTRY
 from .schemas import ProbeJob, ProbeResult, TaskSpec
@@ -49,7 +49,9 @@ def probe_findings(p: ProbeResult, entry: str = ENTRY) -> list[str]:
     reward = entry == ENTRY
     found = []
     if not p.finite:
-        found.append("it returned NaN or infinite values (reward or a component) on real states")
+        which = ", ".join(p.nonfinite) or "the reward or a component"
+        at = f", first at {p.nonfinite_at}" if p.nonfinite_at else ""
+        found.append(f"it returned NaN or infinite values ({which}) on real states{at}")
     elif reward and p.constant:
         found.append("the reward is the same for every state and action, so it cannot guide learning")
     if reward and p.finite:
@@ -74,28 +76,30 @@ class Critic:
         task: TaskSpec | None = None,
         envcard: str = "",
         limits: Limits | None = None,
-        require_sandbox: bool = False,
         seed: int = 0,
+        executor: Executor | None = None,
     ):
         self.env_id, self.env_kwargs = env_id, env_kwargs or {}
         self.llm, self.task, self.envcard = llm, task, envcard
         self.limits = limits or Limits(wall_s=60, cpu_s=60, memory_mb=4096)
-        self.require_sandbox, self.seed = require_sandbox, seed
+        self.seed, self.executor = seed, executor or LocalExecutor()
 
-    def check(self, code: str | None, workdir: Path, entry: str = ENTRY) -> CriticReport:
+    def check(self, code: str | None, workdir: Path, entry: str = ENTRY, review: bool = True) -> CriticReport:
+        """Lint, probe, then (with an LLM and ``review``) the LLM's review; the first stage that
+        finds something wrong ends the check."""
         if code is None:
             return CriticReport(ok=False, stage="lint", findings=[f"no Python code defining {entry}() was found in the reply"])
         findings = lint(code, entry=entry)
         if findings:
             return CriticReport(ok=False, stage="lint", findings=findings)
         job = ProbeJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed, code=code, entry=entry)
-        out = run_job(job, workdir, self.limits, require_sandbox=self.require_sandbox)
+        out = self.executor.run(job, workdir, self.limits)
         if out.result is None:
             return CriticReport(ok=False, stage="probe", findings=[out.problem], sandbox=out.sandbox)
         findings = probe_findings(out.result, entry)
         if findings:
             return CriticReport(ok=False, stage="probe", findings=findings, probe=out.result, sandbox=out.sandbox)
-        if self.llm is not None and self.task is not None:
+        if review and self.llm is not None and self.task is not None:
             return self._review(code, out.result, out.sandbox)
         return CriticReport(ok=True, stage="passed", probe=out.result, sandbox=out.sandbox)
 

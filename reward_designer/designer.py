@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import templates
-from .program import ENTRY, NO_CODE, extract_code
+from .program import ENTRY, NO_CODE, RewardProgram, extract_code
 from .schemas import TaskSpec
 
 
@@ -26,10 +26,11 @@ class Designer:
         return templates.messages("refine.j2", task=self.task, envcard=self.envcard,
                                   best=best, feedback=feedback, others=others)
 
-    def propose(self, k: int, messages: list[dict], tag: str = "") -> list[str | None]:
-        """``tag``: where in the run this is asked (see ``LLMClient.complete``)."""
+    def propose(self, k: int, messages: list[dict], tag: str = "", parent: str | None = None) -> list[RewardProgram]:
+        """``tag``: where in the run this is asked (see ``LLMClient.complete``); ``parent``: the
+        candidate the messages ask to refine."""
         replies = self.llm.complete(messages, n=k, purpose="design", temperature=self.temperature, tag=tag)
-        return [extract_code(r.text, ENTRY) for r in replies]
+        return [RewardProgram(code=extract_code(r.text, ENTRY), parent=parent) for r in replies]
 
     def fix(self, code: str | None, findings: list[str], entry: str = ENTRY, tag: str = "") -> str | None:
         # A success check is no reward: it gets no reward contract as its system message.

@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 
 from pydantic import BaseModel
 
-from .numerics import kernel_pins
+from .numerics import numerics_pins
 from .sandbox import Limits, Outcome, read_output, run_worker, sanitize_workdir
 from .schemas import Job, JobEnvelope, Result, ResultEnvelope
 
@@ -42,16 +42,18 @@ def run_job(
     poll: Callable[[], None] | None = None,
     require_sandbox: bool = False,
     read_only: Iterable[Path] = (),
+    cores: list[int] | None = None,
 ) -> JobOutcome:
-    """Run ``job`` confined to ``workdir``; ``read_only``: further folders or files it may read."""
+    """Run ``job`` confined to ``workdir``; ``read_only``: further folders or files it may read;
+    ``cores``: the CPUs it may use (its simulator and learner size themselves to them)."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     sanitize_workdir(workdir)  # links an earlier worker left, if its parent was killed before it could
     (workdir / "result.json").unlink(missing_ok=True)
     job_file = workdir / "job.json"
-    job_file.write_text(JobEnvelope(job=job).model_dump_json(indent=1))
+    job_file.write_text(JobEnvelope(job=job, cores=cores or []).model_dump_json(indent=1))
     outcome = run_worker(job_file, workdir, limits, poll=poll, require=require_sandbox, read_only=read_only,
-                         extra_env=kernel_pins())  # a seed trains the same whatever x86-64 CPU runs it
+                         extra_env=numerics_pins())  # a seed trains the same whatever x86-64 CPU runs it
     result_file = workdir / "result.json"
     if outcome.returncode != 0 or not result_file.is_file():
         return JobOutcome(sandbox=outcome, problem=describe_death(outcome))

@@ -22,16 +22,15 @@ _CODE_START = re.compile(r"^(import |from |def |@|[A-Za-z_][A-Za-z0-9_]* *=)")
 
 
 class RewardProgram(BaseModel):
-    """A candidate: its code and where it came from."""
+    """A candidate's program: its code and the candidate it refines."""
 
-    code: str
-    iteration: int = 0
-    index: int = 0
-    parent: str | None = None  # id of the program it refines
+    code: str | None  # None: the reply held no program (the critic says so)
+    parent: str | None = None  # the name of the candidate whose program it refines (``iter_01/cand_02``)
 
     @property
     def id(self) -> str:
-        return hashlib.sha256(self.code.encode()).hexdigest()[:12]
+        """A short hash of the code: the same program has the same id wherever it came from."""
+        return hashlib.sha256((self.code or "").encode()).hexdigest()[:12]
 
 
 def _parses(code: str) -> bool:

@@ -35,6 +35,7 @@ class FitnessSpec(BaseModel):
     source: Literal["card", "llm", "file"] = "card"
 
 
+MAX_DESCRIPTION_CHARS = 10_000
 # The methods a card's anchors measure: "random" an untrained policy, "sparse" the fitness's per-step
 # value as the reward, "expert" the card's expert reward, "env" the env's own where it is not the expert.
 AnchorMethod = Literal["random", "sparse", "expert", "env"]
@@ -97,12 +98,14 @@ class TaskSpec(BaseModel):
                                  f"{self.train_steps:,}: measure it again at the card's budget")
         return self
 
-
     @field_validator("description")
     @classmethod
-    def _not_blank(cls, v: str) -> str:
+    def _a_description(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("the task description is empty")
+        if len(v.strip()) > MAX_DESCRIPTION_CHARS:  # it goes into every prompt of a run
+            raise ValueError(f"the task description is {len(v.strip()):,} characters; at most "
+                             f"{MAX_DESCRIPTION_CHARS:,} (say what the policy should do, not how)")
         return v.strip()
 
     @field_validator("ppo")
@@ -139,9 +142,18 @@ class TrainJob(_Job):
     fitness: FitnessSpec | None = None
     total_steps: int
     device: str = "cpu"
+    algorithm: str = "ppo"  # an algorithms.ALGORITHMS key
     ppo: dict = {}  # PPOConfig overrides
     sim: Sim = "mujoco"
     kernel_cache: str | None = None  # sim "warp": MuJoCo Warp's compiled kernels (a WarmJob's), read-only
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from .algorithms import get_algorithm
+
+        get_algorithm(v)  # ValueError, listing the known ones
+        return v
 
 
 class WarmJob(_Job):
@@ -175,6 +187,7 @@ Job = Annotated[Union[ProbeJob, TrainJob, AnalyzeJob, RewardEvalJob, WarmJob], F
 
 class JobEnvelope(BaseModel):
     job: Job
+    cores: list[int] = []  # the CPUs the worker may use (the executor's budget); empty: all
 
 
 # ------------------------------------------------------------- worker results
@@ -182,6 +195,7 @@ class JobEnvelope(BaseModel):
 # bounded here, since it goes on into run records and LLM prompts.
 MAX_COMPONENTS = 32  # a program's component names, per call and over a training
 MAX_ERROR_CHARS = 4000  # the end of a traceback is what a designer can act on
+MAX_STATE_CHARS = 1000  # a state's values, shown in a finding
 
 
 def _error_tail(v):
@@ -207,6 +221,10 @@ class ProbeResult(BaseModel):
     reward_mean: float | None = None  # None when not finite
     reward_std: float | None = None
     ms_per_call: Finite = 0.0
+    # When not finite: what was NaN or infinite ("reward" and the components' names), and the first
+    # transition it was, as text (the probe step, the env, the obs/qpos/qvel and action values).
+    nonfinite: Annotated[list[ComponentName], Field(max_length=MAX_COMPONENTS + 1)] = []
+    nonfinite_at: Annotated[str, BeforeValidator(lambda v: v[:MAX_STATE_CHARS] if isinstance(v, str) else v)] = ""
 
 
 class TrainResult(BaseModel):
@@ -218,7 +236,7 @@ class TrainResult(BaseModel):
     steps_per_second: float = 0.0
     policy: str = ""
     ppo: dict = {}  # the whole PPOConfig it trained with: the preset, the overrides, the defaults of this version
-    kernels: dict[str, str] = {}  # numerics.loaded(): what the numbers were computed with
+    numerics: dict[str, str] = {}  # numerics.loaded(): the BLAS and SIMD paths numpy and torch ran, their versions
 
 
 class EpisodeStats(BaseModel):

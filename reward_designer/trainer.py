@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .jobs import JobOutcome, run_job
-from .presets import batch_steps
+from .algorithms import DEFAULT, get_algorithm
+from .executor import Executor, LocalExecutor
+from .jobs import JobOutcome
 from .sandbox import Limits, read_output
 from .schemas import FitnessSpec, Sim, TrainJob, WarmJob
 
@@ -44,21 +45,20 @@ def read_progress(path: Path, max_bytes: int = MAX_PROGRESS_BYTES) -> list[dict]
     return rows
 
 
-def check_trainable(env_id: str, env_kwargs: dict | None = None) -> None:
-    """ValueError, saying why, unless our PPO can train on ``env_id`` (Box observations and actions).
+def check_trainable(env_id: str, env_kwargs: dict | None = None, algorithm: str = DEFAULT) -> None:
+    """ValueError, saying why, unless ``algorithm`` can train on ``env_id`` (PPO: Box observations and actions).
 
-    Cheap (one ``gym.make``, once per env and kwargs in a process): callers run it before anything
-    costly, such as an LLM call, and again wherever they need it.
+    Cheap (one ``gym.make``, once per env, kwargs and algorithm in a process): callers run it before
+    anything costly, such as an LLM call, and again wherever they need it.
     """
-    _check_trainable(env_id, json.dumps(env_kwargs or {}, sort_keys=True))
+    _check_trainable(env_id, json.dumps(env_kwargs or {}, sort_keys=True), algorithm)
 
 
 @functools.cache  # a passed check only; a failed one raises and is not kept
-def _check_trainable(env_id: str, env_kwargs_json: str) -> None:
+def _check_trainable(env_id: str, env_kwargs_json: str, algorithm: str) -> None:
     import gymnasium as gym
 
-    from .ppo import check_spaces
-
+    check_spaces = get_algorithm(algorithm).check_spaces
     try:
         env = gym.make(env_id, **json.loads(env_kwargs_json))
     except Exception as exc:  # noqa: BLE001 - a bad kwarg, a missing dependency, a broken asset: say which
@@ -82,27 +82,29 @@ class Trainer:
         device: str = "cpu",
         ppo: dict | None = None,
         limits: Limits | None = None,
-        require_sandbox: bool = False,
         sim: Sim = "mujoco",
         kernel_dir: Path | None = None,
+        executor: Executor | None = None,
+        algorithm: str = DEFAULT,
     ):
         """``sim`` "warp" trains on one MuJoCo Warp batch on ``device``; its kernels are compiled
-        once, by ``prepare``, into ``kernel_dir`` (None: by each training, for itself)."""
+        once, by ``prepare``, into ``kernel_dir`` (None: by each training, for itself).
+        ``algorithm``: an ``algorithms.ALGORITHMS`` name; ``ppo`` holds overrides of its config."""
         self.env_id, self.steps, self.env_kwargs = env_id, steps, env_kwargs or {}
         self.seed, self.device, self.ppo = seed, device, ppo or {}
         # Generous by default: 1M steps take about a minute at full speed, far longer on a busy laptop.
         # On a GPU the memory limit is on resident memory: CUDA cannot start under RLIMIT_AS.
         self.limits = limits or Limits(wall_s=max(600.0, steps / 500), cpu_s=int(max(1200, steps / 250)),
                                        memory_mb=8192, address_space=not device.startswith("cuda"))
-        self.require_sandbox = require_sandbox
-        self.sim, self.kernel_dir = sim, kernel_dir
+        self.executor = executor or LocalExecutor()
+        self.sim, self.kernel_dir, self.algorithm = sim, kernel_dir, algorithm
         self._kernels: Path | None = None  # set by prepare()
         self._preparing = threading.Lock()  # candidates may train in parallel threads
 
     @property
     def batch(self) -> int:
-        """Env steps per PPO update: a training takes whole batches."""
-        return batch_steps(self.env_id, self.sim, self.ppo)
+        """Env steps per update: a training takes whole batches."""
+        return get_algorithm(self.algorithm).batch_steps(self.env_id, self.sim, self.ppo)
 
     @property
     def planned_steps(self) -> int:
@@ -117,14 +119,14 @@ class Trainer:
                 f"training {self.planned_steps}, not {self.steps}")
 
     def check(self) -> None:
-        """ValueError, saying why, unless PPO can train on the env with the ``ppo`` overrides."""
-        from .ppo import PPOConfig
-
+        """ValueError, saying why, unless the algorithm can train on the env with the ``ppo`` overrides: the
+        config a training would make, checked here."""
         try:
-            PPOConfig.from_dict(self.ppo)
+            get_algorithm(self.algorithm).make_config(self.env_id, self.sim, self.ppo, total_steps=self.steps,
+                                                      seed=self.seed, device=self.device)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"ppo overrides: {exc}") from None
-        check_trainable(self.env_id, self.env_kwargs)
+            raise ValueError(f"{self.algorithm} overrides: {exc}") from None
+        check_trainable(self.env_id, self.env_kwargs, self.algorithm)
 
     def prepare(self) -> None:
         """Check that PPO can train on the env and, for sim "warp", compile MuJoCo Warp's kernels
@@ -145,7 +147,7 @@ class Trainer:
         job = WarmJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed, device=self.device,
                       kernels=str(kernels))
         limits = self.limits.model_copy(update={"wall_s": 1800, "cpu_s": 3600})
-        outcome = run_job(job, self.kernel_dir, limits, require_sandbox=self.require_sandbox)
+        outcome = self.executor.run(job, self.kernel_dir, limits)
         if not outcome.ok:
             raise ValueError("MuJoCo Warp: " + (outcome.result.error if outcome.result else outcome.problem))
         return kernels
@@ -176,7 +178,7 @@ class Trainer:
 
         self.prepare()
         job = TrainJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed, code=code,
-                       fitness=fitness, total_steps=self.steps, device=self.device, ppo=self.ppo, sim=self.sim,
-                       kernel_cache=str(self._kernels) if self._kernels else None)
-        return run_job(job, workdir, self.limits, poll=poll, require_sandbox=self.require_sandbox,
-                       read_only=[self._kernels] if self._kernels else ())
+                       algorithm=self.algorithm, fitness=fitness, total_steps=self.steps, device=self.device,
+                       ppo=self.ppo, sim=self.sim, kernel_cache=str(self._kernels) if self._kernels else None)
+        return self.executor.run(job, workdir, self.limits, poll=poll,
+                                 read_only=[self._kernels] if self._kernels else ())

@@ -196,6 +196,13 @@ def _random_actions(space, n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(low, high, size=(n, *space.shape)).astype(np.float32)
 
 
+def _values(row, shown: int = 12) -> str:
+    """A state's row as short text: its first ``shown`` values."""
+    row = np.asarray(row, dtype=np.float64).reshape(-1)
+    more = f", ... ({len(row)} in all)" if len(row) > shown else ""
+    return "[" + ", ".join(f"{x:.4g}" for x in row[:shown]) + more + "]"
+
+
 def run_probe(job: ProbeJob, workdir: Path) -> ProbeResult:
     from .sim import make_vecsim
 
@@ -238,12 +245,24 @@ def run_probe(job: ProbeJob, workdir: Path) -> ProbeResult:
     except Exception as exc:  # noqa: BLE001 - any failure of the program is a finding
         return ProbeResult(ok=False, error=_error_text(exc))
     r = torch.stack(rewards)
-    finite = bool(torch.isfinite(r).all()) and all(bool(torch.isfinite(torch.stack(v)).all()) for v in comps.values())
+    terms = {"reward": r, **{k: torch.stack(v) for k, v in comps.items()}}  # each [steps, n]
+    bad = {k: ~torch.isfinite(v) for k, v in terms.items()}
+    nonfinite = [k for k, b in bad.items() if bool(b.any())]
+    finite = not nonfinite
+    nonfinite_at = ""
+    if nonfinite:  # the first transition any term was NaN or infinite on, for the designer to reason from
+        step, env = (int(i) for i in torch.nonzero(sum(bad[k].int() for k in nonfinite))[0])
+        before, now, actions = transitions[step]
+        named = ", ".join(f"{k}={terms[k][step, env].item()}" for k in nonfinite)
+        values = "; ".join(f"{key} {_values(now[key][env])}" for key in ("obs", "qpos", "qvel") if key in now)
+        nonfinite_at = f"probe step {step}, env {env} ({named}): {values}; action {_values(actions[env])}"
     return ProbeResult(
         ok=True,
         reward_shape=[n],
         reward_dtype=str(rewards[0].dtype),
         finite=finite,
+        nonfinite=nonfinite,
+        nonfinite_at=nonfinite_at,
         constant=bool(r.max() - r.min() <= 1e-8) if finite else False,
         components={k: float(torch.stack(v).mean()) for k, v in comps.items() if finite},
         component_sum_gap=max(gaps) if gaps else None,
@@ -276,16 +295,16 @@ def run_warm(job: WarmJob, workdir: Path) -> WarmResult:
 
 
 def run_train(job: TrainJob, workdir: Path) -> TrainResult:
-    from . import ppo
-    from .presets import preset_for
+    from .algorithms import get_algorithm
     from .sandbox import confine_forked
     from .sim import make_vecsim
 
+    algorithm = get_algorithm(job.algorithm)
     try:
-        cfg = ppo.PPOConfig.from_dict({**preset_for(job.env_id, job.sim), **job.ppo, "total_steps": job.total_steps,
-                                       "seed": job.seed, "device": job.device})
+        cfg = algorithm.make_config(job.env_id, job.sim, job.ppo, total_steps=job.total_steps, seed=job.seed,
+                                    device=job.device)
     except (TypeError, ValueError) as exc:
-        return TrainResult(ok=False, error=f"ppo overrides: {exc}")
+        return TrainResult(ok=False, error=f"{job.algorithm} overrides: {exc}")
     if job.sim == "warp":
         try:
             sim = _warp_sim(job.env_id, cfg.num_envs, job.seed, job.env_kwargs, cfg.device, job.kernel_cache)
@@ -296,11 +315,11 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
         sim = make_vecsim(job.env_id, cfg.num_envs, job.seed, job.env_kwargs, on_fork=confine_forked)
     layout, dt, n = sim.layout, sim.dt, sim.num_envs
     progress = open(workdir / "progress.jsonl", "a", buffering=1)
-    learner = ppo.make_learner(sim, cfg, on_fork=confine_forked)
+    learner = algorithm.make_learner(sim, cfg, on_fork=confine_forked)
     try:  # before the confinement: threadpoolctl asks the loaded libraries through ctypes
-        kernels = numerics.loaded()
+        loaded = numerics.loaded()
     except Exception:  # noqa: BLE001 - a record of the training, never a reason to fail it
-        kernels = {}
+        loaded = {}
     _confine()
     try:
         reward_program = prog.load_function(job.code, prog.ENTRY) if job.code else None
@@ -320,7 +339,7 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
 
     t0 = time.perf_counter()
     try:
-        policy = ppo.train(sim, cfg, reward_fn=reward_fn, on_iteration=on_iteration, learner=learner)
+        policy = algorithm.train(sim, cfg, learner, reward_fn, on_iteration)
     except Exception as exc:  # noqa: BLE001
         return TrainResult(ok=False, error=_error_text(exc))
     finally:
@@ -328,17 +347,17 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
     seconds = time.perf_counter() - t0
     policy.save(workdir / "policy.npz")
     return TrainResult(ok=True, steps=counts["steps"], seconds=seconds, steps_per_second=counts["steps"] / seconds,
-                       policy=str(workdir / "policy.npz"), ppo=cfg.to_dict(), kernels=kernels)
+                       policy=str(workdir / "policy.npz"), ppo=cfg.to_dict(), numerics=loaded)
 
 
 def run_analyze(job: AnalyzeJob, workdir: Path) -> AnalyzeResult:
-    from .policy import Policy
+    from .algorithms import load_policy
     from .sandbox import confine_forked
     from .sim import make_vecsim
 
     n = job.episodes
     sim = make_vecsim(job.env_id, n, job.seed, job.env_kwargs, on_fork=confine_forked)
-    policy = Policy.load(Path(job.policy))
+    policy = load_policy(job.policy)
     layout, dt = sim.layout, sim.dt
 
     _confine()
@@ -435,12 +454,15 @@ def run_reward_eval(job: RewardEvalJob, workdir: Path) -> RewardEvalResult:
         return [float(x[active[:, i], i].mean()) for i in range(n)]
 
     def thirds(x: np.ndarray) -> list[float]:
-        # Mean over the first, middle and last third of each episode: how a term evolves.
-        parts = [[], [], []]
+        # How a term evolves: its mean over the first, middle and last third of each episode's steps,
+        # pooled over the episodes' steps like the overall mean (the analyzer weighs each episode's
+        # mean above by its length), so the overall mean lies between the thirds.
+        sums, counts = np.zeros(3), np.zeros(3)
         for i in range(n):
             for j, chunk in enumerate(np.array_split(x[active[:, i], i], 3)):
-                parts[j].extend(chunk.tolist())
-        return [float(np.mean(p)) if p else 0.0 for p in parts]
+                sums[j] += chunk.sum()
+                counts[j] += chunk.size
+        return [float(s / c) if c else 0.0 for s, c in zip(sums, counts)]
 
     return RewardEvalResult(
         ok=True,
@@ -460,11 +482,15 @@ def main(argv: list[str]) -> int:
     job_file = Path(argv[0]).resolve()
     workdir = job_file.parent
     torch.set_num_threads(1)  # one thread per process is fastest on few cores (FACTS.md)
-    job = JobEnvelope.model_validate_json(job_file.read_text()).job
+    envelope = JobEnvelope.model_validate_json(job_file.read_text())
+    if envelope.cores:  # the executor's CPU budget: slabs and the learner's twin size to it
+        os.sched_setaffinity(0, envelope.cores)
+    job = envelope.job
     if isinstance(job, TrainJob) and job.fitness is not None:
         # The reward program runs in this process and could read its job file: not the hidden measure.
         hidden = job.fitness.model_copy(update={"code": "# (hidden from the reward program)"})
-        job_file.write_text(JobEnvelope(job=job.model_copy(update={"fitness": hidden})).model_dump_json(indent=1))
+        job_file.write_text(envelope.model_copy(update={"job": job.model_copy(update={"fitness": hidden})})
+                            .model_dump_json(indent=1))
     result = RUNNERS[job.kind](job, workdir)
     _write_result(workdir, result)
     return 0

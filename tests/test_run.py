@@ -300,9 +300,10 @@ def test_ctrl_c_during_an_analysis_stops_its_worker_and_asks_no_llm(tmp_path, mo
     import os
     import signal
 
-    import reward_designer.analyzer as analyzer
+    import reward_designer.executor as executor
+    from reward_designer.executor import Cancelled
 
-    real_run_job, pressed = analyzer.run_job, []
+    real_run_job, pressed = executor.run_job, []
 
     def run_job(job, *args, **kwargs):
         if job.kind == "analyze" and not pressed:
@@ -314,12 +315,12 @@ def test_ctrl_c_during_an_analysis_stops_its_worker_and_asks_no_llm(tmp_path, mo
             while time.monotonic() < deadline:
                 try:
                     kwargs["poll"]()
-                except RunError:
+                except Cancelled:
                     break
                 time.sleep(0.01)
         return real_run_job(job, *args, **kwargs)
 
-    monkeypatch.setattr(analyzer, "run_job", run_job)
+    monkeypatch.setattr(executor, "run_job", run_job)
     with ctrl_c_as_in_a_terminal(), pytest.raises(KeyboardInterrupt):
         design(load_task("pendulum-upright"), tmp_path / "run", replay=replies(tmp_path, [GOOD]), samples=1, **CONFIG)
     cand = tmp_path / "run" / "iter_01" / "cand_00"
@@ -374,7 +375,7 @@ def test_a_run_file_that_does_not_validate_is_refused_naming_what(finished, tmp_
 def test_one_process_at_a_time_runs_a_folder(finished):
     folder, record, _ = finished
     holder = Run.open(folder)
-    with holder._exclusive():  # as a resume running in another process holds it
+    with holder.folder.exclusive():  # as a resume running in another process holds it
         with pytest.raises(RunError, match=r"in use by another process \(pid \d+\)"):
             Run.open(folder).execute(quiet=True)
     assert Run.open(folder).execute(quiet=True).best == record.best  # free again
