@@ -443,3 +443,26 @@ def test_pendulum_card_says_which_angle_is_upright():
     assert "0 being in the upright position" in summary
     assert "based on the classic problem" not in summary and "diagram below" not in summary
     assert "r = " not in summary  # the reward formula stays out
+
+
+@pytest.mark.parametrize("env_id, text", [("InvertedPendulum-v5", "Terminated when |qpos[1]| > 0.2."),
+                                          ("InvertedDoublePendulum-v5", 'Terminated when site("tip").pos[2] <= 1.')])
+def test_pendulum_terminations_agree_with_the_env_step(env_id, text):
+    card = EnvCard.from_env(env_id)
+    assert text in card.render()
+    env = gym.make(env_id)
+    u = env.unwrapped
+    rng = np.random.default_rng(0)
+    seen = set()
+    for k in range(200):
+        env.reset(seed=k)
+        u.set_state(u.init_qpos + rng.normal(0, 0.5, u.model.nq), rng.normal(0, 1, u.model.nv))
+        terminated = env.step(np.zeros(u.action_space.shape))[2]
+        values = {"qpos": u.data.qpos, "qvel": u.data.qvel}
+        if u.model.nsite:  # InvertedDoublePendulum's one site, the tip
+            values['site("tip").pos'] = u.data.site_xpos[0]
+        fires = any(any(b.ended(values[b.source][b.index[0]:b.index[1]])) for b in card.terminations)
+        assert fires == terminated
+        seen.add(fires)
+    assert seen == {True, False}
+    env.close()
