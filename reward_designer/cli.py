@@ -10,6 +10,7 @@ past (one line on stderr); 130 interrupted.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import signal
@@ -202,6 +203,9 @@ def _guard(fn):
             _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except OSError as exc:  # a full disk, a folder we may not write: where, in one line
+            what = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+            _fail(f"{what}: {exc.filename}" if exc.filename else what)
 
     return wrapper
 
@@ -299,22 +303,22 @@ def _execute(run, quiet: bool) -> None:
     err.print(f"best: {best.name} (fitness {best.fitness:.3f}) -> {run.folder.best / 'reward.py'}")
 
 
-def _require_sandbox(required: bool, flag: bool = True) -> None:
+def _require_sandbox(required: bool) -> None:
     """Say once which sandbox layers are missing (the workers this process starts then say nothing more),
-    or refuse with ``required``. ``flag``: the command has --require-sandbox, so the warning names it."""
+    or refuse with ``required``."""
     from .sandbox.layers import plan_layers
 
     plan = plan_layers()
     if required and plan.missing:
         raise BadInput("--require-sandbox: missing layers: " + ", ".join(s.name for s in plan.missing))
-    if plan.warned:
+    if plan.warned or not plan.missing:
         return
     plan.warned = True
     for s in plan.missing:
         err.print(f"warning: sandbox layer '{s.name}' is not active: {s.detail}", markup=False, soft_wrap=True)
-    if plan.missing and flag:
-        err.print("warning: untrusted reward code runs less confined; --require-sandbox refuses to run instead",
-                  markup=False, soft_wrap=True)
+    # design and resume call this; a run started with `design --require-sandbox` resumes under it too.
+    err.print("warning: untrusted reward code runs less confined; `design --require-sandbox` refuses to run instead",
+              markup=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------- tasks

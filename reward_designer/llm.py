@@ -83,6 +83,11 @@ class LLMError(Exception):
     """A one-line message fit to show a user: bad config, unreachable, auth, retries exhausted."""
 
 
+class RequestRefused(LLMError):
+    """The provider refused this one request (too long, malformed): sending it again cannot help,
+    but another request may go through, so the step that asked can end without it."""
+
+
 # ---------------------------------------------------------------------------
 # litellm, imported once, lazily, quietly
 
@@ -348,9 +353,9 @@ def _classify(e: BaseException, model: str) -> Exception:
     if isinstance(e, lm.exceptions.RateLimitError) or status in (408, 409, 429) or (isinstance(status, int) and status >= 500):
         return _Retryable(f"HTTP {status}: {text}", _retry_after(e))
     if isinstance(e, lm.exceptions.ContextWindowExceededError):
-        return LLMError(f"prompt too long for {model}: {text}")
+        return RequestRefused(f"prompt too long for {model}: {text}")
     if status is not None:
-        return LLMError(f"request rejected by {model} (HTTP {status}): {text}")
+        return RequestRefused(f"request rejected by {model} (HTTP {status}): {text}")
     if isinstance(e, (ConnectionError, TimeoutError, OSError)):
         return _Retryable(f"{type(e).__name__}: {text}")
     return LLMError(f"{model}: {type(e).__name__}: {text}")

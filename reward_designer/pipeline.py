@@ -14,6 +14,7 @@ from typing import Callable, NamedTuple
 
 from .analyzer import Analysis, Analyzer
 from .critic import Critic, CriticReport
+from .llm import RequestRefused
 from .program import FITNESS_ENTRY, NO_CODE, RewardProgram
 from .records import CandidateRecord
 from .runfolder import CandidateFolder, write_atomic
@@ -68,7 +69,11 @@ class CandidatePipeline:
             if report.ok or attempt == self.fix_attempts:
                 break
             self.stop()
-            code = self.fix(code, report.findings, f"{tag}/fix_{attempt + 1}" if tag else f"fix_{attempt + 1}")
+            try:
+                code = self.fix(code, report.findings, f"{tag}/fix_{attempt + 1}" if tag else f"fix_{attempt + 1}")
+            except RequestRefused as exc:  # the program stays rejected; the run goes on without the fix
+                report = report.model_copy(update={"findings": [*report.findings, f"the fix request failed: {exc}"]})
+                break
         if code is not None:
             write_atomic(cand.reward, code)
         write_atomic(cand.critic_report, report.model_dump_json(indent=1))

@@ -116,11 +116,23 @@ class Run:
             return self._loop(quiet)
         except BaseException as exc:
             self._executor.cancel()
+            if isinstance(exc, RunError) and self._nothing_spent():
+                # Failed before its first LLM call (a broken card fitness, an env that cannot train): a
+                # run with nothing in it would only stand in the way of the corrected one.
+                self.folder.discard()
+                raise RunError(f"{exc}; nothing was kept in {self.folder.path}: fix it and run design again") from None
             self.record.status = "stopped"
             self.record.error = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc).splitlines()[0][:300]
             self.record.usage = self._usage()
-            self.save()
+            try:
+                self.save()
+            except (OSError, RunError):  # the full disk that stopped the step: run.json keeps its last good state
+                pass
             raise
+
+    def _nothing_spent(self) -> bool:
+        return (not self.record.candidates and self.record.fitness is None
+                and not (self._usage().get("calls") or 0) and not self.folder.llm_log_has_calls())
 
     def _loop(self, quiet: bool) -> RunRecord:
         cfg, folder = self.config, self.folder

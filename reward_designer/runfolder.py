@@ -183,6 +183,26 @@ class RunFolder:
     def exists(self) -> bool:
         return self.run_file.exists()
 
+    def llm_log_has_calls(self) -> bool:
+        return self.llm_log.is_file() and self.llm_log.stat().st_size > 0
+
+    def discard(self) -> None:
+        """Remove what a run that never got going wrote (no LLM call, no candidate), and the folder
+        itself if that leaves it empty."""
+        for path in (self.run_file, self.envcard, self.fitness, self.path / LOCK_FILE):
+            path.unlink(missing_ok=True)
+        for folder in (self.fitness_check, self.llm_cache.parent, self.warp):
+            shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+    def remove_leftovers(self) -> None:
+        """Temporary files of writes a kill cut short (ours and the LLM cache's): only ever a
+        session's own, so stale once this session holds the lock."""
+        for folder in (self.path, self.llm_cache):
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
     def read_record(self) -> RunRecord:
         if not self.run_file.is_file():
             raise RunError(f"no run in {self.path} (no {RUN_FILE})")
@@ -233,6 +253,7 @@ class RunFolder:
             f.truncate(0)
             f.write(str(os.getpid()))
             f.flush()
+            self.remove_leftovers()
             yield
         finally:
             lock.unlink(missing_ok=True)  # while still held, so no one locks the file being removed
