@@ -245,7 +245,8 @@ def run_probe(job: ProbeJob, workdir: Path) -> ProbeResult:
     except Exception as exc:  # noqa: BLE001 - any failure of the program is a finding
         return ProbeResult(ok=False, error=_error_text(exc))
     r = torch.stack(rewards)
-    terms = {"reward": r, **{k: torch.stack(v) for k, v in comps.items()}}  # each [steps, n]
+    main = "reward" if job.entry == prog.ENTRY else "fitness"
+    terms = {main: r, **{k: torch.stack(v) for k, v in comps.items()}}  # each [steps, n]
     bad = {k: ~torch.isfinite(v) for k, v in terms.items()}
     nonfinite = [k for k, b in bad.items() if bool(b.any())]
     finite = not nonfinite
