@@ -70,8 +70,11 @@ class CandidateRecord(BaseModel):
         return self.iteration, self.index
 
     def note(self) -> str:
-        """One line on how it ended: the error's last line, else the critic's findings."""
-        return self.error.strip().splitlines()[-1] if self.error.strip() else "; ".join(self.findings)
+        """One line on how it ended: the error's last line, else each finding's (a traceback's last
+        line is the error itself)."""
+        if self.error.strip():
+            return self.error.strip().splitlines()[-1]
+        return "; ".join(f.strip().splitlines()[-1] for f in self.findings if f.strip())
 
 
 def candidate_name(iteration: int, index: int) -> str:

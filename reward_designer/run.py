@@ -222,11 +222,9 @@ class Run:
             messages = designer.first_round_messages()
         else:
             analysis = self._pipeline.analysis(self.folder.candidate(*best.key))
-            others = [
-                {"index": c.index, "summary": f"task score {c.fitness:.3f}"}
-                for c in self.record.candidates
-                if c.iteration == it - 1 and c.status == "trained" and c is not best and c.fitness is not None
-            ]
+            others = [{"index": c.index, "summary": self._one_line(c)}
+                      for c in sorted(self.record.candidates, key=lambda c: c.key)
+                      if c.iteration == it - 1 and c.key != best.key]
             messages = designer.refine_messages(
                 {"code": self.folder.candidate(*best.key).code(), "reflection": analysis.reflection,
                  "trained_steps": self._pipeline.trainer.planned_steps, "episodes": analysis.episodes},
@@ -258,6 +256,24 @@ class Run:
 
         for rec in ALLOCATIONS[self.config.allocation]().run(accepted, train_one, self._executor):
             self._record(rec)
+
+    def _one_line(self, rec: CandidateRecord) -> str:
+        """What another candidate tried and how it went, for the next round to learn from."""
+        if rec.status == "rejected":
+            return f"rejected by the critic ({rec.stage}): {rec.note()[:200]}"
+        if rec.status != "trained":
+            return f"its training failed: {rec.note()[:200]}"
+        analysis = self._pipeline.analysis(self.folder.candidate(*rec.key))
+        parts = [f"task score {rec.fitness:.3g}"]
+        if analysis is not None and analysis.components:
+            parts.append("components " + ", ".join(c.name for c in analysis.components))
+        if analysis is not None and analysis.hacking_suspect:
+            parts.append("its reward rose without the task score: reward hacking suspected")
+        cause = next((line.strip(" -*") for line in (analysis.feedback if analysis else "").splitlines()
+                      if line.strip(" -*")), "")
+        if cause:
+            parts.append(f"analysis: {cause[:200]}")
+        return "; ".join(parts)
 
     def _record(self, rec: CandidateRecord) -> None:
         with self._lock:

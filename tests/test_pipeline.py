@@ -171,3 +171,15 @@ def test_train_design_and_the_api_report_a_critic_finding_the_same_way(tmp_path)
     # The layout of train's --out is a run's candidate folder.
     for folder in (tmp_path / "cli", tmp_path / "api", tmp_path / "run" / "iter_01" / "cand_00"):
         assert json.loads((folder / "critic.json").read_text())["findings"] == from_design
+
+
+def test_the_refine_prompt_has_a_line_on_every_other_candidate_of_the_last_round(tmp_path):
+    replayed = replies(tmp_path, [program(0.0, broken=True), program(1.0), program(5.0)] + [program(6.0)] * 3,
+                       fix=[program(0.0, broken=True)])
+    design(load_task("pendulum-upright"), tmp_path / "run", replay=replayed, iterations=2, samples=3,
+           fix_attempts=1, executor=FakeExecutor(), **CONFIG)
+    prompt = (tmp_path / "run" / "iter_02" / "prompt.md").read_text()
+    others = [line for line in prompt.splitlines() if line.startswith("- candidate ")]
+    assert others[0].startswith("- candidate 0: rejected by the critic (probe): ") and "broken" in others[0]
+    assert others[1] == "- candidate 1: task score 1; components r; analysis: keep going"
+    assert len(others) == 2  # the best (candidate 2) is the program shown, not a line
