@@ -227,6 +227,7 @@ def design(
     device: Annotated[Device, typer.Option(help="Where policies and rewards run.")] = Device.auto,
     sim: Annotated[Sim, typer.Option(help=SIM_HELP)] = Sim.mujoco,
     workers: Annotated[int, typer.Option(min=1, help="Candidates trained at once, each on its share of the CPU cores.")] = 1,
+    allocation: Annotated[str, typer.Option(help="How a round's training budget is spent: 'full' (every candidate to the whole budget) or 'halving' (all to 1/8 of it, the better half by task score on to twice that, and so on).")] = "full",
     fitness: Annotated[Optional[Path], typer.Option(help="Python file defining compute_fitness(state, action): the hidden measure of success.")] = None,
     llm_critic: Annotated[bool, typer.Option("--llm-critic", help="Also have the LLM review each program against the task.")] = False,
     fix_attempts: Annotated[int, typer.Option(min=0, help="Times a rejected program goes back to the LLM for a fix.")] = 2,
@@ -234,6 +235,8 @@ def design(
     replay: Annotated[Optional[Path], typer.Option(help="Serve recorded LLM replies instead of a live model: a YAML file, or a run's llm/calls.jsonl.")] = None,
     require_sandbox: Annotated[bool, typer.Option("--require-sandbox", help="Refuse to run if a sandbox layer is missing.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help=SET_HELP)] = None,
+    name: Annotated[Optional[str], typer.Option(help="Name of a --task task (its run folder's default name). Default: the env and a hash of the text.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Accept a measure the LLM writes without asking (batch use).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
 ) -> None:
     """Design a reward for a task: from a task card, or from --env and --task."""
@@ -250,7 +253,8 @@ def design(
             raise BadInput("give a task card, or both --env and --task")
         if not task.strip():
             raise BadInput("--task is empty: say what the policy should do")
-        spec = TaskSpec(name=custom_task_name(env, task), env_id=env, description=task)
+        spec = TaskSpec(name=custom_task_name(env, task) if name is None else _task_name(name), env_id=env,
+                        description=task)
     ppo = _ppo_overrides(set_)
     _check_env(spec.env_id, spec.env_kwargs)
     if fitness is not None:
@@ -265,10 +269,13 @@ def design(
         task=spec, model=model, api_base=api_base, replay=str(replay.resolve()) if replay else None,
         iterations=iterations, samples=samples, train_steps=train_steps or spec.train_steps, seed=seed,
         device=dev, sim=_sim(sim, dev), workers=workers, fix_attempts=fix_attempts, llm_critic=llm_critic,
-        episodes=episodes, require_sandbox=require_sandbox, ppo=ppo,
+        episodes=episodes, require_sandbox=require_sandbox, ppo=ppo, allocation=allocation,
     )
+    if name is not None and task_card:
+        raise BadInput("--name names a --task task; a card has its own name")
     _require_sandbox(require_sandbox)
     run = Run.create(out or Path("runs") / spec.name, config, console=err)
+    run.accept_fitness = _shown_measure(yes)
     _execute(run, quiet)
 
 
@@ -276,18 +283,45 @@ def design(
 @_guard
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run folder to continue.")],
+    iterations: Annotated[Optional[int], typer.Option(min=1, help="Extend the run (a finished one too) to this many rounds.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Accept a measure the LLM writes without asking (batch use).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
 ) -> None:
-    """Continue a stopped run: no LLM call is repeated, no finished training redone."""
+    """Continue a stopped run, or extend a finished one (--iterations): no finished LLM call or training is redone."""
     from .run import Run
 
     run = Run.open(run_dir, console=err)
+    if iterations is not None:
+        run.add_rounds(iterations)
+    run.accept_fitness = _shown_measure(yes)
     _require_sandbox(run.config.require_sandbox)
     # What design checked, again: this may be another machine, or the env may have changed.
     _check_env(run.config.task.env_id, run.config.task.env_kwargs)
     if run.config.device.startswith("cuda"):
         _device(Device.cuda)
     _execute(run, quiet)
+
+
+def _task_name(name: str) -> str:
+    """A --name, checked: it names the default run folder, so one plain path component."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise BadInput(f"--name {name!r}: use letters, digits, '.', '_' and '-' (at most 64), starting with a letter or digit")
+    return name
+
+
+def _shown_measure(yes: bool):
+    """The hook that shows a measure the LLM wrote before the search spends anything on it, and asks
+    whether to go on: at a terminal unless --yes; piped or logged runs go on."""
+    def accept(fitness, path: Path) -> bool:
+        err.print(f"The LLM wrote the task's measure ({path}): {fitness.description}; "
+                  f"AGGREGATE {fitness.aggregate}", markup=False, soft_wrap=True)
+        err.print(fitness.code.strip()[:2000], markup=False, highlight=False)
+        if yes or not sys.stdin.isatty():
+            return True
+        return typer.confirm("Search with this measure?", default=True, err=True)
+    return accept
 
 
 def _execute(run, quiet: bool) -> None:

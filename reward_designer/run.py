@@ -6,7 +6,7 @@ and every step first looks for its output there (``RunFolder`` says where).
 Resuming a run is running it again: finished steps are read back, so no
 finished LLM call is repeated (each call is cached under its place in the
 run) and no finished or failed training is redone; a training killed half-way
-starts over.
+continues from its last checkpoint.
 
 A round: the designer proposes K programs; each goes through the
 ``CandidatePipeline``'s critic (with fixes), then the round's ``Allocation``
@@ -16,8 +16,10 @@ trains and analyzes the accepted ones through the ``Executor``; the
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
+from typing import Callable
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -42,6 +44,12 @@ from .trainer import Trainer, check_trainable
 __all__ = ["Run", "RunConfig", "RunError", "RunRecord", "CandidateRecord"]
 
 
+def measure_description(code: str) -> str:
+    """The measure's own ``# measures: ...`` line (the fitness prompt asks for one), else what it is."""
+    found = re.search(r"^#\s*measures:\s*(.+)$", code, re.MULTILINE)
+    return found.group(1).strip()[:300] if found else "a measure of success written by the LLM for this task"
+
+
 def _add_usage(a: dict, b: dict) -> dict:
     return {k: (a.get(k) or 0) + (b.get(k) or 0) for k in set(a) | set(b)}
 
@@ -58,6 +66,8 @@ class Run:
         self.record = record
         self.console = console or Console(stderr=True)
         self.executor = executor
+        # Asked, with the LLM's measure, before anything is spent on it; False stops the run.
+        self.accept_fitness: Callable[[FitnessSpec, Path], bool] = lambda fitness, path: True
         self._lock = threading.Lock()
 
     @classmethod
@@ -67,6 +77,9 @@ class Run:
         run_folder = RunFolder(folder)
         if run_folder.exists():
             raise RunError(f"{folder} already holds a run; continue it with `reward-designer resume {folder}`")
+        if run_folder.path.is_dir() and any(run_folder.path.iterdir()):
+            raise RunError(f"{folder} holds files but no run: give a new or empty folder, so nothing of "
+                           "yours is written over or mixed with the run's files")
         for what, name, known in (("selector", config.selector, SELECTORS),
                                   ("allocation", config.allocation, ALLOCATIONS)):
             if name not in known:
@@ -92,6 +105,15 @@ class Run:
     @property
     def config(self) -> RunConfig:
         return self.record.config
+
+    def add_rounds(self, iterations: int) -> None:
+        """Extend the run to ``iterations`` rounds (a finished run too): the rounds done are read
+        back, so only the new ones ask the LLM anything."""
+        done = max((c.iteration for c in self.record.candidates), default=0)
+        if iterations < max(done, self.config.iterations):
+            raise RunError(f"the run already has {max(done, self.config.iterations)} rounds: "
+                           f"--iterations {iterations} would drop some")
+        self.record.config = self.config.model_copy(update={"iterations": iterations})
 
     def save(self) -> None:
         with self._lock:
@@ -181,7 +203,8 @@ class Run:
         return self.record
 
     def _fitness(self, llm, designer: Designer, critic: Critic) -> FitnessSpec:
-        """The task's hidden measure: the card's, else one sparse check asked of the LLM once."""
+        """The task's hidden measure: the card's, else one asked of the LLM once (``accept_fitness``
+        shows it to the person before anything is spent on it)."""
         if self.record.fitness is None:
             fitness = self.config.task.fitness
             if fitness is None:
@@ -207,13 +230,16 @@ class Run:
         if not report.ok:
             raise RunError("the LLM's success check for this task is unusable: " + report.summary()[:300]
                            + " (pass one with --fitness FILE)")
-        self.console.print(f"[yellow]The task's success check was written by the LLM; review it: "
-                           f"{self.folder.fitness}[/]")
         try:
-            return fitness_from_code(code, "llm", "a sparse success check written by the LLM for this task")
+            fitness = fitness_from_code(code, "llm", measure_description(code))
         except ValidationError as exc:
             raise RunError(f"the LLM's success check declares an unknown AGGREGATE {exc.errors()[0]['input']!r}"
                            " (pass one with --fitness FILE)") from None
+        write_atomic(self.folder.fitness, code)
+        if not self.accept_fitness(fitness, self.folder.fitness):
+            raise RunError(f"the measure written by the LLM was not accepted; pass your own with --fitness FILE "
+                           f"(the LLM's is in {self.folder.fitness})")
+        return fitness
 
     def _round(self, it: int, designer: Designer, bars: Progress) -> None:
         # The best as the round first found it: a resumed round must send the same prompt.
@@ -241,16 +267,16 @@ class Run:
             else:
                 self._record(rejected(it, j, checked))
 
-        def train_one(item) -> CandidateRecord:
+        def train_one(item, budget: float = 1.0) -> CandidateRecord:  # budget: the Allocation's share
             j, checked = item
             earlier = next((c for c in self.record.candidates if c.key == (it, j)), None)
             if earlier is not None and earlier.status in ("failed", "contained"):
                 return earlier  # resumed: a training that failed would fail again, at the same cost
-            steps = self._pipeline.trainer.planned_steps
+            steps = self._pipeline.trainer.steps_at(budget)
             bar = bars.add_task(f"  iter {it} cand {j}", total=steps)
             rec = self._pipeline.train_and_analyze(
                 self.folder.candidate(it, j), checked.program, it, j, checked.fixes,
-                on_progress=lambda step: bars.update(bar, completed=step), tag=candidate_name(it, j))
+                on_progress=lambda step: bars.update(bar, completed=step), tag=candidate_name(it, j), budget=budget)
             bars.update(bar, completed=steps)
             return rec
 
@@ -261,6 +287,8 @@ class Run:
         """What another candidate tried and how it went, for the next round to learn from."""
         if rec.status == "rejected":
             return f"rejected by the critic ({rec.stage}): {rec.note()[:200]}"
+        if rec.status == "culled":  # the round's allocation stopped it: no analysis beyond its score
+            return rec.note()
         if rec.status != "trained":
             return f"its training failed: {rec.note()[:200]}"
         analysis = self._pipeline.analysis(self.folder.candidate(*rec.key))
