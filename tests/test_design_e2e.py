@@ -94,7 +94,7 @@ def test_round_two_prompt_holds_best_code_and_reflection(full_run):
     assert refine  # more than one when the server returned fewer samples than asked
     prompt = json.loads(refine[0])["messages"][-1]["content"]
     assert best_code.strip() in prompt
-    assert f"mean {analysis['fitness_mean']:.3f}" in prompt  # the reflection numbers
+    assert f"mean {analysis['fitness_mean']:.4g}" in prompt  # the reflection numbers
     assert "correlation of the reward with the task score" in prompt
     assert "raise the weight of `forward`" in prompt  # the analyzer's feedback
 
