@@ -484,6 +484,79 @@ def _report_rejection(file: Path, rec) -> None:
     raise typer.Exit(1)
 
 
+# ------------------------------------------------------------------- bench
+@app.command()
+@_guard
+def bench(
+    suite: Annotated[Optional[str], typer.Option(help="A suite of task cards: smoke, locomotion, novel, standard (`reward-designer tasks` lists them).")] = None,
+    task_cards: Annotated[Optional[str], typer.Option("--tasks", help="Task cards instead of a suite: names or YAML files, comma-separated.")] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated, of designed, expert, sparse, env, random.")] = "designed,expert,sparse,random",
+    seeds: Annotated[int, typer.Option(min=1, help="Scoring trainings per task and method (seeds 0 .. N-1).")] = 3,
+    model: Annotated[Optional[str], typer.Option(help="litellm model string for the designed method. Default: $REWARD_DESIGNER_MODEL.")] = None,
+    api_base: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible server.")] = None,
+    iterations: Annotated[int, typer.Option(min=1, help="Design rounds per task (designed).")] = 3,
+    samples: Annotated[int, typer.Option(min=1, help="Reward programs asked of the LLM per round (designed).")] = 4,
+    fix_attempts: Annotated[int, typer.Option(min=0, help="Times a rejected program goes back to the LLM for a fix.")] = 2,
+    episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes per trained policy.")] = 5,
+    workers: Annotated[int, typer.Option(min=1, help="Trainings at once.")] = 1,
+    device: Annotated[Device, typer.Option(help="Where policies and rewards run.")] = Device.auto,
+    executor: Annotated[str, typer.Option(help="Where the sandboxed jobs run: local, or ray (the 'ray' extra).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="The Ray cluster to join (--executor ray), e.g. auto.")] = None,
+    replay: Annotated[Optional[Path], typer.Option(help="Serve recorded LLM replies to the design searches instead of a live model.")] = None,
+    require_sandbox: Annotated[bool, typer.Option("--require-sandbox", help="Refuse to run if a sandbox layer is missing.")] = False,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="The batch's folder. Default: runs/bench-<suite>.")] = None,
+    resume_dir: Annotated[Optional[Path], typer.Option("--resume", help="Go on with the batch in this folder (its own settings).")] = None,
+    report_dir: Annotated[Optional[Path], typer.Option("--report", help="Write and show the tables and plots of this batch again, from its results.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables.")] = False,
+) -> None:
+    """Run methods x task cards x seeds and score them: fitness per task, normalized scores, aggregates.
+
+    Exit 1 when a training of the batch did not finish (the tables say which); the folder's
+    results.md, results.csv and plots hold the rest."""
+    from . import bench as batch
+    from .executor import EXECUTORS
+
+    if report_dir is not None:
+        if resume_dir or out_dir or suite or task_cards:
+            raise BadInput("--report takes only the batch's folder")
+        batch.report(report_dir, None if quiet else out)
+        return
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a scheduler's stop, as Ctrl-C: resumable
+    if resume_dir is not None:
+        if out_dir or suite or task_cards:
+            raise BadInput("--resume takes only the batch's folder: it goes on with its own settings")
+        folder = resume_dir
+        run = batch.Bench.open(folder, console=err)
+        _require_sandbox(run.config.require_sandbox)
+    else:
+        if (suite is None) == (task_cards is None):
+            raise BadInput("give --suite or --tasks")
+        if executor not in EXECUTORS:
+            raise BadInput(f"--executor {executor}: known: {', '.join(sorted(EXECUTORS))}")
+        model = model or os.environ.get("REWARD_DESIGNER_MODEL")
+        if replay is not None and not replay.is_file():
+            raise BadInput(f"--replay: no file {replay}")
+        refs = batch.suite_cards(suite) if suite else batch.resolve_cards(task_cards)
+        dev = device.value if executor != "local" and device is not Device.auto else _device(device)
+        config = batch.BenchConfig(
+            tasks=refs, methods=batch.parse_methods(methods), seeds=list(range(seeds)), model=model,
+            api_base=api_base, replay=str(replay.resolve()) if replay else None, iterations=iterations,
+            samples=samples, fix_attempts=fix_attempts, episodes=episodes, workers=workers, device=dev,
+            executor=executor, address=address, require_sandbox=require_sandbox)
+        _require_sandbox(require_sandbox)
+        folder = out_dir or Path("runs") / f"bench-{suite or 'tasks'}"
+        run = batch.Bench.create(folder, config, console=err)
+    try:
+        results = run.execute(quiet=quiet)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; `reward-designer bench --resume {folder}` goes on with the batch", 130)
+    if not quiet:
+        err.print(f"results: {Path(folder) / 'results.md'}", markup=False)
+    unfinished = [t for t in results.trainings if t.status != "trained"]
+    if unfinished:
+        _fail(f"{len(unfinished)} of {len(results.trainings)} trainings did not finish (see {Path(folder) / 'results.md'})", 1)
+
+
 # ------------------------------------------------------------------ doctor
 @app.command()
 def doctor(
