@@ -153,6 +153,9 @@ class EnvCard(BaseModel):
     # Docstring sections for envs without a model to name things by (non-MuJoCo).
     observation_notes: str = ""
     action_notes: str = ""
+    # A manipulation env's own account (Meta-World's card_section()): the hand, gripper, objects, the
+    # per-episode goal and the success check, in the names State takes; "" for other envs.
+    manipulation: str = ""
 
     @classmethod
     def from_env(cls, env_id: str, env_kwargs: dict | None = None) -> "EnvCard":
@@ -215,6 +218,8 @@ def _card(env_id: str, env: gym.Env) -> EnvCard:
         # angle ... (with 0 being in the upright position)"): its definitions, not its formula.
         if defs := _definitions(sections.get("rewards", "")):
             card.summary += " " + _clip(" ".join(defs), SUMMARY_CHARS // 2)
+    if callable(getattr(u, "card_section", None)):  # sim/metaworld.py's envs
+        card.manipulation = u.card_section()
     return card
 
 

@@ -223,3 +223,26 @@ def test_the_slab_simulator_steps_it_like_the_env_does():
             np.testing.assert_array_equal(out.env_reward, [s[1] for s in steps])
     finally:
         sim.close()
+
+
+@pytest.mark.parametrize("task", MT10)
+def test_the_env_card_says_where_the_hand_objects_and_goal_are_in_names_state_takes(task):
+    import re
+
+    from reward_designer.envcard import EnvCard
+
+    card = EnvCard.from_env(mw.env_id(task))
+    text = card.render()
+    assert card.manipulation and card.manipulation in text
+    assert "Goal: obs[36:39], drawn anew each episode" in text and "Success (the env's check" in text
+    kinds = {"body": card.layout.bodies, "site": card.layout.sites, "joint": card.layout.joints}
+    named = re.findall(r'(body|site|joint)\("([^"]+)"\)', card.manipulation)
+    assert len(named) >= 5
+    for kind, name in named:
+        assert name in kinds[kind], f"{task}: the card names {kind}({name!r}), which the model lacks"
+
+
+def test_a_card_without_a_manipulation_section_has_none():
+    from reward_designer.envcard import EnvCard
+
+    assert EnvCard.from_env("Reacher-v5").manipulation == ""

@@ -143,6 +143,10 @@ class Task:
     # metaworld gives some tasks' hand start as float32 (0.6 is 0.6000000238): kept, for the same reset.
     hand_init_f32: bool = False
     description: str = ""
+    # For the env card, in the names ``state`` takes: what obs[4:11] shows, where the goal is, the success check.
+    objects_note: str = ""
+    goal_note: str = "site(\"goal\").pos is placed there too"
+    success_note: str = ""
 
     # -- what subclasses say
     def place(self, env: "SawyerEnv", rand_vec: np.ndarray) -> None:
@@ -443,57 +447,98 @@ class _PegInsertSide(Task):
 
 _BLOCK = dict(hand_init_pos=(0.0, 0.6, 0.2), apart=0.15)
 TASKS: dict[str, Task] = {t.name: t for t in [
-    _Reach("reach-v3", "sawyer_xyz/sawyer_reach_v3.xml", reset_low=(-0.1, 0.6, 0.02, -0.1, 0.8, 0.05),
-           reset_high=(0.1, 0.7, 0.02, 0.1, 0.9, 0.3), goal_low=(-0.1, 0.8, 0.05), goal_high=(0.1, 0.9, 0.3),
-           description="Move the gripper's fingertips to the goal point (within 5 cm).", **_BLOCK),
-    _Push("push-v3", "sawyer_xyz/sawyer_push_v3.xml", reset_low=(-0.1, 0.6, 0.02, -0.1, 0.8, 0.01),
-          reset_high=(0.1, 0.7, 0.02, 0.1, 0.9, 0.02), goal_low=(-0.1, 0.8, 0.01), goal_high=(0.1, 0.9, 0.02),
-          description="Push the puck across the table to the goal (within 5 cm).", **_BLOCK),
-    _PickPlace("pick-place-v3", "sawyer_xyz/sawyer_pick_place_v3.xml", reset_low=(-0.1, 0.6, 0.02, -0.1, 0.8, 0.05),
-               reset_high=(0.1, 0.7, 0.02, 0.1, 0.9, 0.3), goal_low=(-0.1, 0.8, 0.05), goal_high=(0.1, 0.9, 0.3),
-               description="Pick the puck up and place it at the goal point in the air (within 7 cm).", **_BLOCK),
-    _DoorOpen("door-open-v3", "sawyer_xyz/sawyer_door_pull.xml", hand_init_pos=(0.0, 0.6, 0.2),
-              reset_low=(0.0, 0.85, 0.15), reset_high=(0.1, 0.95, 0.15),
-              goal_low=(-0.3, 0.4, 0.1499), goal_high=(-0.2, 0.5, 0.1501),
-              description="Pull the door open by its handle: the handle within 8 cm (in x) of the goal."),
-    _DrawerOpen("drawer-open-v3", "sawyer_xyz/sawyer_drawer.xml", hand_init_pos=(0.0, 0.6, 0.2), hand_init_f32=True,
-                reset_low=(-0.1, 0.9, 0.0), reset_high=(0.1, 0.9, 0.0), goal_low=(-0.5, 0.40, 0.05),
-                goal_high=(0.5, 1.0, 0.5), description="Pull the drawer open by its handle (the handle within 3 cm "
-                "of the open position)."),
-    _DrawerClose("drawer-close-v3", "sawyer_xyz/sawyer_drawer.xml", hand_init_pos=(0.0, 0.6, 0.2), hand_init_f32=True,
-                 reset_low=(-0.1, 0.9, 0.0), reset_high=(0.1, 0.9, 0.0), goal_low=(-0.5, 0.40, 0.05),
-                 goal_high=(0.5, 1.0, 0.5), description="Push the open drawer shut (the handle within 6.5 cm of "
-                 "the closed position)."),
-    _ButtonPressTopdown("button-press-topdown-v3", "sawyer_xyz/sawyer_button_press_topdown.xml",
-                        hand_init_pos=(0.0, 0.4, 0.2), hand_init_f32=True, reset_low=(-0.1, 0.8, 0.115),
-                        reset_high=(0.1, 0.9, 0.115), goal_low=(-0.5, 0.40, 0.05), goal_high=(0.5, 1.0, 0.5),
-                        description="Press the button down from above (its top within 2.4 cm of the pressed depth)."),
-    _PegInsertSide("peg-insert-side-v3", "sawyer_xyz/sawyer_peg_insertion_side.xml", hand_init_pos=(0.0, 0.6, 0.2),
-                   reset_low=(0.0, 0.5, 0.02, -0.35, 0.4, -0.001), reset_high=(0.2, 0.7, 0.02, -0.25, 0.7, 0.001),
-                   goal_low=(-0.32, 0.4, 0.129), goal_high=(-0.22, 0.7, 0.131), apart=0.1,
-                   description="Pick the peg up and insert it sideways into the hole in the box (its head within "
-                   "7 cm of the hole, y and z counted double)."),
-    _WindowOpen("window-open-v3", "sawyer_xyz/sawyer_window_horizontal.xml", hand_init_pos=(0.0, 0.4, 0.2),
-                hand_init_f32=True, reset_low=(-0.1, 0.7, 0.16), reset_high=(0.1, 0.9, 0.16),
-                goal_low=(-0.5, 0.40, 0.05), goal_high=(0.5, 1.0, 0.5),
-                description="Slide the window open by its handle (the handle within 5 cm, in x, of open)."),
-    _WindowClose("window-close-v3", "sawyer_xyz/sawyer_window_horizontal.xml", hand_init_pos=(0.0, 0.4, 0.2),
-                 hand_init_f32=True, reset_low=(0.0, 0.75, 0.2), reset_high=(0.0, 0.9, 0.2),
-                 goal_low=(-0.5, 0.40, 0.05), goal_high=(0.5, 1.0, 0.5),
-                 description="Slide the open window shut by its handle (the handle within 5 cm, in x, of closed)."),
+    _Reach(
+        "reach-v3", "sawyer_xyz/sawyer_reach_v3.xml", **_BLOCK,
+        reset_low=(-0.1, 0.6, 0.02, -0.1, 0.8, 0.05), reset_high=(0.1, 0.7, 0.02, 0.1, 0.9, 0.3),
+        goal_low=(-0.1, 0.8, 0.05), goal_high=(0.1, 0.9, 0.3),
+        description="Move the gripper's fingertips to the goal point (within 5 cm).",
+        objects_note='obs[4:7] = body("obj").pos, a puck (not part of this task); obs[7:11] its orientation',
+        success_note="|tcp - goal| <= 0.05"),
+    _Push(
+        "push-v3", "sawyer_xyz/sawyer_push_v3.xml", **_BLOCK,
+        reset_low=(-0.1, 0.6, 0.02, -0.1, 0.8, 0.01), reset_high=(0.1, 0.7, 0.02, 0.1, 0.9, 0.02),
+        goal_low=(-0.1, 0.8, 0.01), goal_high=(0.1, 0.9, 0.02),
+        description="Push the puck across the table to the goal (within 5 cm).",
+        objects_note='obs[4:7] = body("obj").pos, the puck (free joint objjoint); obs[7:11] its orientation',
+        success_note="|obs[4:7] - goal| <= 0.05"),
+    _PickPlace(
+        "pick-place-v3", "sawyer_xyz/sawyer_pick_place_v3.xml", **_BLOCK,
+        reset_low=(-0.1, 0.6, 0.02, -0.1, 0.8, 0.05), reset_high=(0.1, 0.7, 0.02, 0.1, 0.9, 0.3),
+        goal_low=(-0.1, 0.8, 0.05), goal_high=(0.1, 0.9, 0.3),
+        description="Pick the puck up and place it at the goal point in the air (within 7 cm).",
+        objects_note='obs[4:7] = body("obj").pos, the puck (free joint objjoint); obs[7:11] its orientation',
+        success_note="|obs[4:7] - goal| <= 0.07"),
+    _DoorOpen(
+        "door-open-v3", "sawyer_xyz/sawyer_door_pull.xml", hand_init_pos=(0.0, 0.6, 0.2),
+        reset_low=(0.0, 0.85, 0.15), reset_high=(0.1, 0.95, 0.15),
+        goal_low=(-0.3, 0.4, 0.1499), goal_high=(-0.2, 0.5, 0.1501),
+        description="Pull the door open by its handle: the handle within 8 cm (in x) of the goal.",
+        objects_note='obs[4:7] = the door handle\'s position (a geom of body("door_link")); obs[7:11] its '
+                     'orientation; joint("doorjoint").qpos is the door angle (0 closed, opening is negative)',
+        success_note="|obs[4] - goal[0]| <= 0.08 (the handle swung round to the goal in x)"),
+    _DrawerOpen(
+        "drawer-open-v3", "sawyer_xyz/sawyer_drawer.xml", hand_init_pos=(0.0, 0.6, 0.2), hand_init_f32=True,
+        reset_low=(-0.1, 0.9, 0.0), reset_high=(0.1, 0.9, 0.0), goal_low=(-0.5, 0.40, 0.05), goal_high=(0.5, 1.0, 0.5),
+        description="Pull the drawer open by its handle (the handle within 3 cm of the open position).",
+        objects_note='obs[4:7] = the handle, body("drawer_link").pos + (0, -0.16, 0); obs[7:11] the drawer\'s '
+                     'quaternion (w, x, y, z here); joint("goal_slidey").qpos is the slide (0 shut, -0.2 fully open)',
+        success_note="|obs[4:7] - goal| <= 0.03"),
+    _DrawerClose(
+        "drawer-close-v3", "sawyer_xyz/sawyer_drawer.xml", hand_init_pos=(0.0, 0.6, 0.2), hand_init_f32=True,
+        reset_low=(-0.1, 0.9, 0.0), reset_high=(0.1, 0.9, 0.0), goal_low=(-0.5, 0.40, 0.05), goal_high=(0.5, 1.0, 0.5),
+        description="Push the open drawer shut (the handle within 6.5 cm of the closed position).",
+        objects_note='obs[4:7] = body("drawer_link").pos + (0, -0.16, 0.05), by the handle; obs[7:11] zero; '
+                     'joint("goal_slidey").qpos is the slide (starts at -0.15 open, 0 shut)',
+        success_note="|obs[4:7] - goal| <= 0.065"),
+    _ButtonPressTopdown(
+        "button-press-topdown-v3", "sawyer_xyz/sawyer_button_press_topdown.xml", hand_init_pos=(0.0, 0.4, 0.2),
+        hand_init_f32=True, reset_low=(-0.1, 0.8, 0.115), reset_high=(0.1, 0.9, 0.115),
+        goal_low=(-0.5, 0.40, 0.05), goal_high=(0.5, 1.0, 0.5),
+        description="Press the button down from above (its top within 2.4 cm of the pressed depth).",
+        objects_note='obs[4:7] = the button\'s top, body("button").pos + (0, 0, 0.193); obs[7:11] its quaternion '
+                     '(w, x, y, z here); joint("btnbox_joint").qpos its travel',
+        goal_note='it is site("hole").pos, the pressed depth; there is no goal site',
+        success_note="|obs[6] - goal[2]| <= 0.024"),
+    _PegInsertSide(
+        "peg-insert-side-v3", "sawyer_xyz/sawyer_peg_insertion_side.xml", hand_init_pos=(0.0, 0.6, 0.2), apart=0.1,
+        reset_low=(0.0, 0.5, 0.02, -0.35, 0.4, -0.001), reset_high=(0.2, 0.7, 0.02, -0.25, 0.7, 0.001),
+        goal_low=(-0.32, 0.4, 0.129), goal_high=(-0.22, 0.7, 0.131),
+        description="Pick the peg up and insert it sideways into the hole in the box (its head within 7 cm of "
+                    "the hole, y and z counted double).",
+        objects_note='obs[4:7] = site("pegGrasp").pos, where to hold the peg; obs[7:11] its orientation; '
+                     'site("pegHead").pos is the end that goes in',
+        goal_note='site("goal").pos is placed there; site("hole").pos is the hole\'s mouth',
+        success_note="|(site(\"pegHead\").pos - goal) * (1, 2, 2)| <= 0.07"),
+    _WindowOpen(
+        "window-open-v3", "sawyer_xyz/sawyer_window_horizontal.xml", hand_init_pos=(0.0, 0.4, 0.2),
+        hand_init_f32=True, reset_low=(-0.1, 0.7, 0.16), reset_high=(0.1, 0.9, 0.16),
+        goal_low=(-0.5, 0.40, 0.05), goal_high=(0.5, 1.0, 0.5),
+        description="Slide the window open by its handle (the handle within 5 cm, in x, of open).",
+        objects_note='obs[4:7] = site("handleOpenStart").pos, the window\'s handle; obs[7:11] zero; '
+                     'joint("window_slide").qpos is the slide (0 shut, 0.2 open)',
+        success_note="|obs[4] - goal[0]| <= 0.05"),
+    _WindowClose(
+        "window-close-v3", "sawyer_xyz/sawyer_window_horizontal.xml", hand_init_pos=(0.0, 0.4, 0.2),
+        hand_init_f32=True, reset_low=(0.0, 0.75, 0.2), reset_high=(0.0, 0.9, 0.2),
+        goal_low=(-0.5, 0.40, 0.05), goal_high=(0.5, 1.0, 0.5),
+        description="Slide the open window shut by its handle (the handle within 5 cm, in x, of closed).",
+        objects_note='obs[4:7] = site("handleCloseStart").pos, the window\'s handle; obs[7:11] zero; '
+                     'joint("window_slide").qpos is the slide (starts at 0.2 open, 0 shut)',
+        success_note="|obs[4] - goal[0]| <= 0.05"),
 ]}
 
 
 # ------------------------------------------------------------------ the env
 class SawyerEnv(MujocoEnv):
-    """A Meta-World v3 task: a Sawyer arm whose hand follows a mocap body, over a table.
+    """A Meta-World v3 task: a Sawyer arm over a table, its hand following a mocap target that the
+    action moves (x, y, z: 1 cm per unit a step); the action's fourth number closes (+1) or opens (-1)
+    the gripper. The observation: the hand, the gripper's opening, the objects (position and x, y, z,
+    w quaternion, zero-padded to 14), the same 18 numbers one step earlier, the goal. 500-step
+    episodes; success never ends one.
 
-    Action (4, in [-1, 1]): the hand's displacement this step in x, y, z (times 1 cm, the mocap
-    clipped to the task's hand range), and the gripper (+1 closes, -1 opens). Observation (39):
-    hand position, gripper opening (0 closed .. 1 open), the objects' positions and quaternions
-    (x, y, z, w; padded with zeros to 14), the same 18 numbers one step earlier, and the goal.
-    ``target_pos`` is the episode's goal, ``obj_init_pos`` where the object started, ``init_tcp``
-    where the fingertips' midpoint started. 500-step episodes; success never ends one.
+    ## Attributes
+    ``target_pos``: the episode's goal; ``obj_init_pos``: where the object started; ``init_tcp``:
+    where the fingertips' midpoint started; ``rand_vec``: the reset's draw.
     """
 
     metadata = {"render_modes": ["human", "rgb_array", "depth_array"], "render_fps": 80}
@@ -526,6 +571,26 @@ class SawyerEnv(MujocoEnv):
         self.obj_init_pos = self.data.body("obj").xpos.copy() if self._has_body("obj") else np.zeros(3)
         self.init_tcp = self.tcp_center()
         self.prev_frame = self._frame()
+
+    def card_section(self) -> str:
+        """What the env card says about manipulation here: the hand, the gripper, the objects, the goal
+        and the success check, in the names ``state`` takes (tcp: the fingertips' midpoint)."""
+        t = self.task
+        low, high = (", ".join(f"{v:g}" for v in b) for b in (t.hand_low, t.hand_high))
+        return "\n".join([
+            f"Meta-World {t.name}: {t.description}",
+            "Hand: obs[0:3] = body(\"hand\").pos. tcp = (site(\"rightEndEffector\").pos + "
+            "site(\"leftEndEffector\").pos) / 2, the fingertips' midpoint, is what the success check measures. "
+            f"action[0:3] moves the hand's target by 1 cm per unit per step, kept in ({low}) .. ({high}).",
+            "Gripper: obs[3] = its opening, |body(\"rightclaw\").pos - body(\"leftclaw\").pos| / 0.1 clipped "
+            "to [0, 1] (1 open); action[3] > 0 closes it, < 0 opens it; pads body(\"leftpad\"), body(\"rightpad\").",
+            f"Objects: {t.objects_note}; obs[11:18] zero.",
+            f"Goal: obs[36:39], drawn anew each episode: read it from obs, never a constant ({t.goal_note}).",
+            "obs[18:36] is obs[0:18] one step earlier. An episode starts with the hand settled at "
+            f"({', '.join(f'{v:g}' for v in t.hand_init_pos)}), gripper open, and the scene placed by a random draw "
+            "(the Reset line above is the model's pose before that).",
+            f"Success (the env's check, any step): {t.success_note}.",
+        ])
 
     def _has_body(self, name: str) -> bool:
         return mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, name) >= 0
