@@ -239,3 +239,12 @@ def test_readme_help_and_docstring_say_the_same_exit_codes():
     assert words(readme) == words(doc)
     assert words(doc) in words(run("--help", env={"COLUMNS": "200"}).stdout)
     assert "a syntax error included" in doc
+
+
+# ------------------------------------------------------------ 12: what resume repeats
+def test_the_docs_say_resume_resends_only_the_call_in_flight():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "the only call sent again is one that was in flight at the moment of the kill" in readme
+    helps = run("resume", "--help", env={"COLUMNS": "200"}).stdout
+    for text in (readme, " ".join((ROOT / "docs" / "ARCHITECTURE.md").read_text().split()), " ".join(helps.split())):
+        assert "no LLM call is repeated" not in text and "repeats no call" not in text
