@@ -246,3 +246,29 @@ def test_a_card_without_a_manipulation_section_has_none():
     from reward_designer.envcard import EnvCard
 
     assert EnvCard.from_env("Reacher-v5").manipulation == ""
+
+
+@pytest.mark.parametrize("task", MT10)
+def test_the_cards_fitness_counts_success_as_the_env_does(task):
+    """The card's fitness is the env's success check (its integer part) read off ``state``; on a scripted
+    episode that succeeds and a random one, it must agree with the env's info["success"] step by step."""
+    from reward_designer.state import State, layout_from_model, snapshot
+    from reward_designer.tasks import load_task
+
+    card = load_task("mt10-" + task.removesuffix("-v3"))
+    assert card.env_id == mw.env_id(task) and card.expert == "env" and "metaworld" in card.suites
+    scope: dict = {}
+    exec(card.fitness.code, scope)  # our own card's code, not a designed program
+    rec, env = _record(task), _env(task)
+    layout = layout_from_model(env.model)
+    for ep in EPISODES:
+        env.reset(options={"rand_vec": rec[f"{ep}/rand_vec"]})
+        agree = 0
+        for action in rec[f"{ep}/action"]:
+            obs, _, _, _, info = env.step(action)
+            value = float(scope["compute_fitness"](State(snapshot([env.data], obs[None]), layout, env.dt), None)[0])
+            assert 0.0 <= value - np.floor(value) <= 0.01 + 1e-6
+            agree += np.floor(value) == info["success"]
+        # float32 state against the env's float64 check: a step on the boundary may round the other way
+        assert agree >= len(rec[f"{ep}/action"]) - 1, f"{task} {ep}: {agree} steps agree"
+    env.close()
