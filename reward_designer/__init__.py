@@ -30,6 +30,8 @@ _LAZY = {
     "State": "state",
     "load_task": "tasks", "list_tasks": "tasks",
     "make_client": "llm",
+    "run_bench": "bench", "resume_bench": "bench", "load_results": "bench", "bench_report": "bench",
+    "BenchConfig": "bench", "BenchResults": "bench", "RayExecutor": "ray_executor",
 }
 
 __all__ = [*_LAZY, "design", "check", "train"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import io
 import json
 import threading
@@ -158,8 +159,6 @@ class Unit(NamedTuple):
 
 def check_report_extras() -> None:
     """RunError unless the report's libraries are here: found before any training is spent."""
-    import importlib.util
-
     missing = [m for m in ("rliable", "matplotlib") if importlib.util.find_spec(m) is None]
     if missing:
         raise RunError(f"bench needs {' and '.join(missing)}: pip install 'reward-designer[bench]'")
@@ -254,6 +253,8 @@ class Bench:
             raise RunError("the designed method needs a model: pass --model or set REWARD_DESIGNER_MODEL")
         if config.address is not None and config.executor == "local":
             raise RunError("--address is the Ray cluster's: use it with --executor ray")
+        if config.executor == "ray" and importlib.util.find_spec("ray") is None:
+            raise RunError("--executor ray needs Ray: pip install 'reward-designer[ray]'")
         config.tasks = [str(Path(r).resolve()) if Path(r).suffix in (".yaml", ".yml") and Path(r).is_file() else r
                         for r in resolve_cards(config.tasks)]  # paths absolute: a resume may start elsewhere
         for ref in config.tasks:
@@ -305,7 +306,7 @@ class Bench:
                     raise
                 finally:
                     self.save()
-        report(self.path, self.console if not quiet else None)
+        bench_report(self.path, self.console if not quiet else None)
         return self.results
 
     def _planned(self) -> int:
@@ -503,7 +504,7 @@ def resume_bench(out: str | Path, *, executor: Executor | None = None, quiet: bo
 
 
 # ---------------------------------------------------------------------- the report
-def report(out: str | Path, console: Console | None = None) -> Scores:
+def bench_report(out: str | Path, console: Console | None = None) -> Scores:
     """Write results.csv, results.md, fitness.png and profile.png from ``out``'s results.json; print the
     tables on ``console`` (None: print nothing). Returns the scores the tables show."""
     check_report_extras()

@@ -519,7 +519,7 @@ def bench(
     if report_dir is not None:
         if resume_dir or out_dir or suite or task_cards:
             raise BadInput("--report takes only the batch's folder")
-        batch.report(report_dir, None if quiet else out)
+        batch.bench_report(report_dir, None if quiet else out)
         return
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a scheduler's stop, as Ctrl-C: resumable
     if resume_dir is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 from .jobs import JobOutcome, run_job
+from .ray_executor import RayExecutor
 from .sandbox import Limits
 from .schemas import Job
 
@@ -121,7 +122,7 @@ class LocalExecutor:
             self._free.put(cores)
 
 
-EXECUTORS: dict[str, type] = {"local": LocalExecutor}
+EXECUTORS: dict[str, type] = {"local": LocalExecutor, "ray": RayExecutor}
 
 
 def parallel(executor: Executor, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:

@@ -18,8 +18,7 @@ from fake_executor import FakeExecutor, program
 from test_pipeline import replies
 from typer.testing import CliRunner
 
-from reward_designer.bench import (DESIGN_SEED, SPARSE_REWARD, Bench, load_results, report, resume_bench,
-                                   run_bench)
+from reward_designer.bench import DESIGN_SEED, SPARSE_REWARD, bench_report, load_results, resume_bench, run_bench
 from reward_designer.records import RunError
 from reward_designer.schemas import AnalyzeResult, EpisodeStats, ResultEnvelope, TrainResult
 
@@ -117,7 +116,7 @@ def test_a_smoke_batch_scores_every_method_and_the_report_agrees_with_results_js
     fit = {}
     for t in saved["trainings"]:
         fit.setdefault((t["task"], t["method"]), []).append(t["fitness"])
-    scores = report(tmp_path / "bench")
+    scores = bench_report(tmp_path / "bench")
     for task in tasks:
         sparse, expert = np.mean(fit[(task, "sparse")]), np.mean(fit[(task, "expert")])
         for method in ("designed", "random"):
@@ -173,7 +172,7 @@ def test_a_failing_method_is_recorded_and_the_batch_goes_on(tmp_path):
     assert {(t.task, t.method) for t in broken} == {("halfcheetah-backwards-smoke", "expert")}
     assert all(t.status == "error" and "the expert's training broke" in t.error for t in broken)
     assert len(trainings) == 16  # every other training ran
-    scores = report(tmp_path / "bench")
+    scores = bench_report(tmp_path / "bench")
     cheetah = next(r for r in scores.per_task if (r.task, r.method) == ("halfcheetah-backwards-smoke", "designed"))
     assert cheetah.fitness_mean is not None and cheetah.normalized is None  # no expert anchor: no score
     assert "Trainings that did not finish" in (tmp_path / "bench" / "results.md").read_text()
@@ -209,3 +208,37 @@ def test_the_cli_runs_reports_and_resumes_a_batch(tmp_path):
     assert shown.exit_code == 0 and "pendulum-upright" in shown.output
     refused = CliRunner().invoke(cli.app, ["bench", "--report", str(tmp_path / "nothing")])
     assert refused.exit_code == 2 and "no batch" in refused.output
+
+
+@pytest.mark.slow
+def test_a_real_batch_on_the_local_executor(tmp_path):
+    """Sandboxed workers for real: the env's own reward (pendulum's expert) and the untrained floor."""
+    results = run_bench(tmp_path / "b", tasks="pendulum-upright", methods="expert,random", seeds=1, episodes=2,
+                        device="cpu")
+    expert, floor = by_key(results)[("pendulum-upright", "expert", 0)], by_key(results)[("pendulum-upright", "random", 0)]
+    assert expert.status == "trained" and expert.steps == 8192 and 0.0 <= expert.fitness <= 1.0, expert
+    assert floor.status == "trained" and floor.steps == 0 and 0.0 <= floor.fitness <= 1.0, floor
+    policy = tmp_path / "b" / expert.folder / "train" / "policy.npz"
+    assert policy.is_file() and json.loads((tmp_path / "b" / expert.folder / "analysis.json").read_text())["ok"]
+
+
+@pytest.mark.slow
+def test_the_ray_executor_runs_a_batch_and_asks_for_no_gpu_the_cluster_lacks(tmp_path):
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'reward-designer[ray]'")
+    from reward_designer.ray_executor import RayExecutor
+    from reward_designer.sandbox import Limits
+    from reward_designer.schemas import TrainJob
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        executor = RayExecutor(slots=1)
+        with pytest.raises(RuntimeError, match="no GPU"):  # at once: a task asking for one would pend forever
+            executor.run(TrainJob(env_id="Pendulum-v1", code=None, total_steps=64, device="cuda"), tmp_path / "gpu",
+                         Limits(wall_s=60))
+        results = run_bench(tmp_path / "b", tasks="pendulum-upright", methods="expert", seeds=1, episodes=2,
+                            device="cpu", executor=executor)
+        expert = by_key(results)[("pendulum-upright", "expert", 0)]
+        assert expert.status == "trained" and expert.steps == 8192 and expert.fitness is not None, expert
+        assert (tmp_path / "b" / expert.folder / "train" / "policy.npz").is_file()
+    finally:
+        ray.shutdown()
