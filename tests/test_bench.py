@@ -178,6 +178,17 @@ def test_a_failing_method_is_recorded_and_the_batch_goes_on(tmp_path):
     assert "Trainings that did not finish" in (tmp_path / "bench" / "results.md").read_text()
 
 
+def test_a_design_search_that_finds_nothing_is_recorded_and_the_other_methods_still_score(tmp_path):
+    replayed = replies(tmp_path, [program(3.0, broken=True)])  # the critic rejects it, and there is no fix
+    results = run_bench(tmp_path / "bench", tasks="pendulum-upright", methods="designed,expert", seeds=1,
+                        replay=replayed, iterations=1, samples=1, fix_attempts=0, executor=ScoringExecutor())
+    design = results.designs[0]
+    assert design.status == "failed" and design.best is None and "no candidate" in design.error
+    designed, expert = by_key(results)[("pendulum-upright", "designed", 0)], by_key(results)[("pendulum-upright", "expert", 0)]
+    assert designed.status == "error" and "the design search ended failed" in designed.error
+    assert expert.status == "trained" and expert.fitness == ENV_SCORE
+
+
 def test_bad_input_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(RunError, match="unknown method nope"):
         run_bench(tmp_path / "a", suite="smoke", methods="expert,nope", executor=ScoringExecutor())
