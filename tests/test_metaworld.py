@@ -12,7 +12,7 @@ trajectories drift apart once contacts start. Hence three checks:
 * rolled out from the same start on the same actions under our MuJoCo, the
   trajectory stays close at first, and the scripted episodes succeed too;
 * with RD_METAWORLD_REF_PYTHON naming a Python that has mujoco 3.3.0 (the
-  recorder's venv), the rollout must match the recording exactly.
+  recorder's venv), the rollout must match the recording to rounding.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def test_under_the_originals_mujoco_the_rollout_is_exact():
     assert out.returncode == 0, out.stderr[-2000:]
     worst = json.loads(out.stdout.strip().splitlines()[-1])
     for episode, (obs_gap, reward_gap) in worst.items():
-        assert obs_gap == 0.0 and reward_gap < 1e-5, (episode, obs_gap, reward_gap)
+        assert obs_gap < 1e-12 and reward_gap < 1e-5, (episode, obs_gap, reward_gap)  # rounding only
 
 
 # ------------------------------------------------------------------ resets, limits, pieces
@@ -196,12 +196,15 @@ def test_the_shaping_functions_meet_their_definitions():
     assert mw.tolerance(0.5, (0, 0.1), 0.4, sigmoid="gaussian") == pytest.approx(0.1)
     assert mw.tolerance(0.2, (0, 0.1), 0.0) == 0.0
     assert mw.hamacher(0.0, 0.7) == 0.0 and mw.hamacher(1.0, 0.7) == pytest.approx(0.7)
-    rot = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]], dtype=float)  # 90 degrees about z
-    q = mw.quat_xyzw(rot.reshape(9))
-    np.testing.assert_allclose(np.abs(q), [0, 0, np.sqrt(0.5), np.sqrt(0.5)], atol=1e-12)
-    wxyz = np.zeros(4)
-    mujoco.mju_mat2Quat(wxyz, rot.reshape(9))
-    np.testing.assert_allclose(np.abs(q), np.abs(wxyz[[1, 2, 3, 0]]), atol=1e-12)
+    assert mw.hamacher(0.5, 0.5) == pytest.approx(1 / 3)
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # every branch of the matrix-to-quaternion cases, against MuJoCo's own
+        wxyz = rng.normal(size=4)
+        wxyz /= np.linalg.norm(wxyz)
+        mat = np.zeros(9)
+        mujoco.mju_quat2Mat(mat, wxyz)
+        q = mw.quat_xyzw(mat)
+        assert abs(abs(np.dot(q, wxyz[[1, 2, 3, 0]])) - 1) < 1e-12  # the same rotation, up to sign
 
 
 def test_the_slab_simulator_steps_it_like_the_env_does():

@@ -26,6 +26,7 @@ a given draw. The reward is metaworld's "v2" reward, the one its benchmarks use.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,33 +54,32 @@ WELD_DATA = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0, 0.
 
 
 # ------------------------------------------------------------------ dm_control's reward shaping, as metaworld has it
-def tolerance(x, bounds: tuple[float, float], margin, sigmoid: str = "long_tail", value_at_margin: float = 0.1):
+def tolerance(x: float, bounds: tuple[float, float], margin: float, sigmoid: str = "long_tail",
+              value_at_margin: float = 0.1) -> float:
     """``reward_utils.tolerance``: 1 inside ``bounds``, falling off outside to ``value_at_margin`` at
-    ``margin`` past a bound (sigmoid "long_tail" or "gaussian"); with a margin of 0, 0 outside."""
+    ``margin`` past a bound (sigmoid "long_tail" or "gaussian"); with a margin of 0, 0 outside.
+    Plain floats: one env's step calls this a dozen times, where numpy's per-call cost would dominate."""
     lower, upper = bounds
-    x = np.asarray(x, dtype=np.float64)
-    inside = (lower <= x) & (x <= upper)
-    margin = np.asarray(margin, dtype=np.float64)
-    if np.any(margin < 0):
+    x, margin = float(x), float(margin)
+    if margin < 0:
         raise ValueError(f"margin must be non-negative, got {margin}")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d = np.where(x < lower, lower - x, x - upper) / margin
-        if sigmoid == "long_tail":
-            falloff = 1 / ((d * np.sqrt(1 / value_at_margin - 1)) ** 2 + 1)
-        elif sigmoid == "gaussian":
-            falloff = np.exp(-0.5 * (d * np.sqrt(-2 * np.log(value_at_margin))) ** 2)
-        else:
-            raise ValueError(f"unknown sigmoid {sigmoid!r}")
-        outside = np.where(margin == 0, 0.0, falloff)
-    return np.where(inside, 1.0, outside)
+    if lower <= x <= upper:
+        return 1.0
+    if margin == 0:
+        return 0.0
+    d = (lower - x if x < lower else x - upper) / margin
+    if sigmoid == "long_tail":
+        return 1 / ((d * math.sqrt(1 / value_at_margin - 1)) ** 2 + 1)
+    if sigmoid == "gaussian":
+        return math.exp(-0.5 * (d * math.sqrt(-2 * math.log(value_at_margin))) ** 2)
+    raise ValueError(f"unknown sigmoid {sigmoid!r}")
 
 
-def hamacher(a, b):
+def hamacher(a: float, b: float) -> float:
     """The Hamacher product of two values in [0, 1]: a fuzzy 'and', 0 where either is 0."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    a, b = float(a), float(b)
     den = a + b - a * b
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, a * b / den, 0.0)
+    return a * b / den if den > 0 else 0.0
 
 
 def rect_prism_tolerance(curr, zero, one) -> float:
@@ -92,28 +92,22 @@ def rect_prism_tolerance(curr, zero, one) -> float:
 
 
 def quat_xyzw(xmat) -> np.ndarray:
-    """A rotation matrix (flat 9 or [..., 9]) as a quaternion (x, y, z, w), by scipy's
+    """A rotation matrix (9 numbers, row-major) as a quaternion (x, y, z, w), by scipy's
     ``Rotation.from_matrix(m).as_quat()`` algorithm, whose sign convention metaworld's observation has."""
-    m = np.asarray(xmat, dtype=np.float64).reshape(-1, 3, 3)
-    q = np.empty((len(m), 4))
-    diag = np.stack([m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], axis=1)
-    decision = np.concatenate([diag, diag.sum(1, keepdims=True)], axis=1)
-    choice = decision.argmax(1)
-    for n in range(len(m)):
-        c, r = int(choice[n]), m[n]
-        if c != 3:
-            i, j, k = c, (c + 1) % 3, (c + 2) % 3
-            q[n, i] = 1 - decision[n, 3] + 2 * r[i, i]
-            q[n, j] = r[j, i] + r[i, j]
-            q[n, k] = r[k, i] + r[i, k]
-            q[n, 3] = r[k, j] - r[j, k]
-        else:
-            q[n, 0] = r[2, 1] - r[1, 2]
-            q[n, 1] = r[0, 2] - r[2, 0]
-            q[n, 2] = r[1, 0] - r[0, 1]
-            q[n, 3] = 1 + decision[n, 3]
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    return q.reshape(np.shape(xmat)[:-1] + (4,)) if np.ndim(xmat) > 1 else q[0]
+    r = np.asarray(xmat, dtype=np.float64).reshape(3, 3)
+    trace = r[0, 0] + r[1, 1] + r[2, 2]
+    decision = (r[0, 0], r[1, 1], r[2, 2], trace)
+    c = max(range(4), key=decision.__getitem__)  # the first of equal maxima, as argmax
+    q = np.empty(4)
+    if c != 3:
+        i, j, k = c, (c + 1) % 3, (c + 2) % 3
+        q[i] = 1 - trace + 2 * r[i, i]
+        q[j] = r[j, i] + r[i, j]
+        q[k] = r[k, i] + r[i, k]
+        q[3] = r[k, j] - r[j, k]
+    else:
+        q[:] = r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1], 1 + trace
+    return q / np.linalg.norm(q)
 
 
 def _norm(v) -> float:
@@ -183,7 +177,7 @@ class _Reach(_ObjectGoalTask):
     def evaluate(self, env, obs, action):
         tcp_to_target = _norm(env.tcp_center() - env.target_pos)
         margin = _norm(np.asarray(self.hand_init_pos) - env.target_pos)
-        in_place = float(tolerance(tcp_to_target, (0, self.success_radius), margin))
+        in_place = tolerance(tcp_to_target, (0, self.success_radius), margin)
         return 10 * in_place, {"success": float(tcp_to_target <= self.success_radius),
                                "obj_to_target": tcp_to_target, "near_object": tcp_to_target,
                                "in_place_reward": in_place}
@@ -196,7 +190,7 @@ class _Push(_ObjectGoalTask):
         obj, tcp_opened = obs[4:7], obs[3]
         tcp_to_obj = _norm(obj - env.tcp_center())
         target_to_obj = _norm(obj - env.target_pos)
-        in_place = float(tolerance(target_to_obj, (0, self.success_radius), _norm(env.obj_init_pos - env.target_pos)))
+        in_place = tolerance(target_to_obj, (0, self.success_radius), _norm(env.obj_init_pos - env.target_pos))
         grasped = env.gripper_caging_reward(action, obj, object_reach_radius=0.01, obj_radius=0.015,
                                             pad_success_thresh=0.05, xz_thresh=0.005, high_density=True)
         reward = 2 * grasped
@@ -212,9 +206,9 @@ class _PickPlace(_ObjectGoalTask):
     def evaluate(self, env, obs, action):
         tcp, obj, tcp_opened, target = env.tcp_center(), obs[4:7], obs[3], env.target_pos
         obj_to_target, tcp_to_obj = _norm(obj - target), _norm(obj - tcp)
-        in_place = float(tolerance(obj_to_target, (0, 0.05), _norm(env.obj_init_pos - target)))
+        in_place = tolerance(obj_to_target, (0, 0.05), _norm(env.obj_init_pos - target))
         grasped = self._caging(env, action, obj, tcp)
-        reward = float(hamacher(grasped, in_place))
+        reward = hamacher(grasped, in_place)
         if tcp_to_obj < 0.02 and tcp_opened > 0 and obj[2] - 0.01 > env.obj_init_pos[2]:
             reward += 1.0 + 5.0 * in_place
         if obj_to_target < 0.05:
@@ -238,7 +232,7 @@ class _PickPlace(_ObjectGoalTask):
         xz_caging_margin = _norm(env.obj_init_pos[xz] - env.init_tcp[xz]) - xz_margin
         xz_caging = tolerance(tcp_obj_xz, (0, xz_margin), xz_caging_margin)
         gripper_closed = min(max(0, action[-1]), 1)
-        caging = float(hamacher(y_caging, xz_caging))
+        caging = hamacher(y_caging, xz_caging)
         gripping = gripper_closed if caging > 0.97 else 0.0
         return float((hamacher(caging, gripping) + caging) / 2)
 
@@ -260,10 +254,10 @@ class _DrawerOpen(Task):
     def evaluate(self, env, obs, action):
         gripper, handle = obs[:3], obs[4:7]
         handle_error = _norm(handle - env.target_pos)
-        opening = float(tolerance(handle_error, (0, 0.02), self.max_dist))
+        opening = tolerance(handle_error, (0, 0.02), self.max_dist)
         handle_init = env.target_pos + np.array([0.0, self.max_dist, 0.0])
         scale = np.array([3.0, 3.0, 1.0])
-        caging = float(tolerance(_norm((handle - gripper) * scale), (0, 0.01), _norm((handle_init - env.init_tcp) * scale)))
+        caging = tolerance(_norm((handle - gripper) * scale), (0, 0.01), _norm((handle_init - env.init_tcp) * scale))
         return 5.0 * (caging + opening), {"success": float(handle_error <= 0.03), "obj_to_target": handle_error,
                                           "near_object": float(_norm(handle - gripper) <= 0.03),
                                           "grasp_reward": caging, "in_place_reward": opening}
@@ -287,13 +281,13 @@ class _DrawerClose(_DrawerOpen):
     def evaluate(self, env, obs, action):
         obj, tcp, target = obs[4:7], env.tcp_center(), env.target_pos
         target_to_obj = _norm(obj - target)
-        in_place = float(tolerance(target_to_obj, (0, self.radius),
-                                   abs(_norm(env.obj_init_pos - target) - self.radius)))
+        in_place = tolerance(target_to_obj, (0, self.radius),
+                                   abs(_norm(env.obj_init_pos - target) - self.radius))
         tcp_to_obj = _norm(obj - tcp)
-        reach = float(tolerance(tcp_to_obj, (0, 0.005), abs(_norm(env.obj_init_pos - env.init_tcp) - 0.005),
-                                sigmoid="gaussian"))
-        reach = float(hamacher(reach, min(max(0, action[-1]), 1)))
-        reward = float(hamacher(reach, in_place))
+        reach = tolerance(tcp_to_obj, (0, 0.005), abs(_norm(env.obj_init_pos - env.init_tcp) - 0.005),
+                                sigmoid="gaussian")
+        reach = hamacher(reach, min(max(0, action[-1]), 1))
+        reward = hamacher(reach, in_place)
         if target_to_obj <= self.radius + 0.015:
             reward = 1.0
         return 10 * reward, {"success": float(target_to_obj <= self.radius + 0.015), "obj_to_target": target_to_obj,
@@ -317,9 +311,9 @@ class _ButtonPressTopdown(Task):
         obj, tcp = obs[4:7], env.tcp_center()
         tcp_to_obj = _norm(obj - tcp)
         obj_to_target = abs(env.target_pos[2] - obj[2])
-        near_button = float(tolerance(tcp_to_obj, (0, 0.01), _norm(obj - env.init_tcp)))
-        pressed = float(tolerance(obj_to_target, (0, 0.005), env.obj_to_target_init))
-        reward = 5 * float(hamacher(1 - obs[3], near_button))
+        near_button = tolerance(tcp_to_obj, (0, 0.01), _norm(obj - env.init_tcp))
+        pressed = tolerance(obj_to_target, (0, 0.005), env.obj_to_target_init)
+        reward = 5 * hamacher(1 - obs[3], near_button)
         if tcp_to_obj <= 0.03:
             reward += 5 * pressed
         return reward, {"success": float(obj_to_target <= 0.024), "obj_to_target": obj_to_target,
@@ -349,12 +343,12 @@ class _DoorOpen(Task):
         threshold = 0.12
         radius = _norm(hand[:2] - door[:2])
         floor = 0.0 if radius <= threshold else 0.04 * np.log(radius - threshold) + 0.4
-        above_floor = 1.0 if hand[2] >= floor else float(tolerance(floor - hand[2], (0.0, 0.01), floor / 2.0))
-        in_place = float(tolerance(_norm(hand - door - np.array([0.05, 0.03, -0.01])), (0, threshold / 2.0), 0.5))
-        ready = float(hamacher(above_floor, in_place))
+        above_floor = 1.0 if hand[2] >= floor else tolerance(floor - hand[2], (0.0, 0.01), floor / 2.0)
+        in_place = tolerance(_norm(hand - door - np.array([0.05, 0.03, -0.01])), (0, threshold / 2.0), 0.5)
+        ready = hamacher(above_floor, in_place)
         opened = 0.2 * float(theta < -np.pi / 90.0) + 0.8 * float(
             tolerance(np.pi / 2.0 + np.pi / 6 - (-theta), (0, 0.5), np.pi / 3.0))
-        reward = 2.0 * float(hamacher(ready, grab)) + 8.0 * opened
+        reward = 2.0 * hamacher(ready, grab) + 8.0 * opened
         handle_to_goal_x = abs(obs[4] - env.target_pos[0])
         if handle_to_goal_x <= 0.08:
             reward = 10.0
@@ -383,11 +377,11 @@ class _WindowOpen(Task):
     def evaluate(self, env, obs, action):
         obj, tcp, target = env.data.site(self.handle_site).xpos, env.tcp_center(), env.target_pos
         target_to_obj = abs(obj[0] - target[0])
-        in_place = float(tolerance(target_to_obj, (0, 0.05), abs(abs(self._start_x(env) - target[0]) - 0.05)))
+        in_place = tolerance(target_to_obj, (0, 0.05), abs(abs(self._start_x(env) - target[0]) - 0.05))
         tcp_to_obj = _norm(obj - tcp)
-        reach = float(tolerance(tcp_to_obj, (0, 0.02), abs(_norm(env.handle_init - env.init_tcp) - 0.02),
-                                sigmoid=self.reach_sigmoid))
-        return 10 * float(hamacher(reach, in_place)), {
+        reach = tolerance(tcp_to_obj, (0, 0.02), abs(_norm(env.handle_init - env.init_tcp) - 0.02),
+                                sigmoid=self.reach_sigmoid)
+        return 10 * hamacher(reach, in_place), {
             "success": float(target_to_obj <= 0.05), "obj_to_target": target_to_obj,
             "near_object": float(tcp_to_obj <= 0.05), "grasp_reward": reach, "in_place_reward": in_place}
 
@@ -426,17 +420,17 @@ class _PegInsertSide(Task):
         tcp_to_obj = _norm(obj - tcp)
         scale = np.array([1.0, 2.0, 2.0])
         obj_to_target = _norm((head - target) * scale)
-        in_place = float(tolerance(obj_to_target, (0, 0.07), _norm((env.peg_head_init - target) * scale)))
-        boxes = float(hamacher(
+        in_place = tolerance(obj_to_target, (0, 0.07), _norm((env.peg_head_init - target) * scale))
+        boxes = hamacher(
             rect_prism_tolerance(head, site("bottom_right_corner_collision_box_2"), site("top_left_corner_collision_box_2")),
-            rect_prism_tolerance(head, site("bottom_right_corner_collision_box_1"), site("top_left_corner_collision_box_1"))))
-        in_place = float(hamacher(in_place, boxes))
+            rect_prism_tolerance(head, site("bottom_right_corner_collision_box_1"), site("top_left_corner_collision_box_1")))
+        in_place = hamacher(in_place, boxes)
         grasped = env.gripper_caging_reward(action, obj, object_reach_radius=0.01, obj_radius=0.0075,
                                             pad_success_thresh=0.03, xz_thresh=0.005, high_density=True)
         lifted = tcp_to_obj < 0.08 and tcp_opened > 0 and obj[2] - 0.01 > env.obj_init_pos[2]
         if lifted:
             grasped = 1.0
-        reward = float(hamacher(grasped, in_place))
+        reward = hamacher(grasped, in_place)
         if lifted:
             reward += 1.0 + 5 * in_place
         if obj_to_target <= 0.07:
@@ -603,12 +597,10 @@ class SawyerEnv(MujocoEnv):
     def _frame(self) -> np.ndarray:
         hand = self.data.body("hand").xpos
         gap = np.linalg.norm(self.data.body("rightclaw").xpos - self.data.body("leftclaw").xpos)
-        pos, quat = self.task.objects(self)
-        objs = np.zeros(OBS_OBJ_LEN)
-        packed = np.hstack([np.hstack([p, q]) for p, q in zip(np.split(pos, len(pos) // 3),
-                                                             np.split(quat, len(quat) // 4))])
-        objs[: len(packed)] = packed
-        return np.hstack([hand, np.clip(gap / 0.1, 0.0, 1.0), objs])
+        pos, quat = self.task.objects(self)  # one object in every MT10 task: position then quaternion
+        frame = np.zeros(4 + OBS_OBJ_LEN)
+        frame[:3], frame[3], frame[4:7], frame[7:11] = hand, min(max(gap / 0.1, 0.0), 1.0), pos, quat
+        return frame
 
     def _get_obs(self) -> np.ndarray:
         frame = self._frame()
@@ -630,14 +622,14 @@ class SawyerEnv(MujocoEnv):
         xz_margin = _norm(self.obj_init_pos[xz] - self.init_tcp[xz]) - xz_thresh
         caging_xz = tolerance(_norm(tcp[xz] - obj_pos[xz]), (0, xz_thresh), xz_margin)
         gripper_closed = min(max(0, action[-1]), desired_gripper_effort) / desired_gripper_effort
-        caging = float(hamacher(caging_y, caging_xz))
+        caging = hamacher(caging_y, caging_xz)
         gripping = gripper_closed if caging > 0.97 else 0.0
-        result = float(hamacher(caging, gripping))
+        result = hamacher(caging, gripping)
         if high_density:
             result = (result + caging) / 2
         if medium_density:
             reach_margin = abs(_norm(self.obj_init_pos - self.init_tcp) - object_reach_radius)
-            reach = float(tolerance(_norm(obj_pos - tcp), (0, object_reach_radius), reach_margin))
+            reach = tolerance(_norm(obj_pos - tcp), (0, object_reach_radius), reach_margin)
             result = (result + reach) / 2
         return result
 
