@@ -22,8 +22,6 @@ from reward_designer.bench import DESIGN_SEED, SPARSE_REWARD, bench_report, load
 from reward_designer.records import RunError
 from reward_designer.schemas import AnalyzeResult, EpisodeStats, ResultEnvelope, TrainResult
 
-pytest.importorskip("rliable", reason="the bench extra: pip install 'reward-designer[bench]'")
-
 ENV_SCORE, EXPERT_PROGRAM_SCORE, SPARSE_SCORE = 2.0, 2.5, 1.0
 SEED_STEP = 0.01  # each seed scores a little more, so seeds differ and the search's own seed stands out
 
