@@ -13,6 +13,7 @@ made.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -32,6 +33,18 @@ class SavedPolicy(Protocol):
 
     def save(self, path: str | Path) -> None:
         """An npz with ``FORMAT_KEY`` naming the format, which ``load_policy`` reads back."""
+
+
+@dataclass
+class Checkpoints:
+    """Where and when a training saves its whole state, where it stops early, and the state it continues
+    (a checkpoint: plain arrays, saved between two updates; continuing one gives what an unbroken
+    training would have)."""
+
+    path: Path | None = None  # where each checkpoint is written, over the last one
+    every: int = 0  # updates between checkpoints; 0: only where the training stops early
+    stop_at: int | None = None  # env steps: after the update that reaches them, save a checkpoint and stop
+    resume: dict | None = None  # a checkpoint's arrays (``load_checkpoint``): continue that training
 
 
 class Config(Protocol):
@@ -57,14 +70,19 @@ class TrainingAlgorithm(Protocol):
     def check_spaces(self, observation_space: Any, action_space: Any) -> None:
         """ValueError, saying why, unless it can act in these (single-env) spaces."""
 
-    def make_learner(self, sim: Any, cfg: Config, on_fork: Callable[[], None] | None) -> Any:
-        """What trains a fresh policy, made before the worker confines itself: it may fork, and ``on_fork``
-        runs first thing in a forked process."""
+    def make_learner(self, sim: Any, cfg: Config, on_fork: Callable[[], None] | None,
+                     resume: dict | None = None) -> Any:
+        """What trains a fresh policy (``resume``: a checkpoint's, in its state), made before the worker
+        confines itself: it may fork, and ``on_fork`` runs first thing in a forked process."""
 
     def train(self, sim: Any, cfg: Config, learner: Any, reward_fn: Callable | None,
-              on_iteration: Callable[[dict], None] | None) -> SavedPolicy:
+              on_iteration: Callable[[dict], None] | None, checkpoints: Checkpoints | None = None) -> SavedPolicy:
         """Train on ``sim`` with ``reward_fn`` (None: the env's own reward; see ppo.train for its contract),
-        calling ``on_iteration(stats)`` after each update."""
+        calling ``on_iteration(stats)`` after each update; saving, stopping and continuing as
+        ``checkpoints`` says."""
+
+    def load_checkpoint(self, path: Path) -> dict:
+        """A checkpoint's arrays, checked to be this algorithm's (ValueError otherwise)."""
 
     def load(self, path: Path) -> SavedPolicy:
         """A policy this algorithm saved."""
@@ -92,15 +110,21 @@ class PPO:
 
         check_spaces(observation_space, action_space)
 
-    def make_learner(self, sim, cfg, on_fork):
+    def make_learner(self, sim, cfg, on_fork, resume=None):
         from .ppo import make_learner
 
-        return make_learner(sim, cfg, on_fork=on_fork)
+        return make_learner(sim, cfg, on_fork=on_fork, resume=resume)
 
-    def train(self, sim, cfg, learner, reward_fn, on_iteration):
+    def train(self, sim, cfg, learner, reward_fn, on_iteration, checkpoints=None):
         from .ppo import train
 
-        return train(sim, cfg, reward_fn=reward_fn, on_iteration=on_iteration, learner=learner)
+        return train(sim, cfg, reward_fn=reward_fn, on_iteration=on_iteration, learner=learner,
+                     checkpoints=checkpoints)
+
+    def load_checkpoint(self, path):
+        from .ppo import load_checkpoint
+
+        return load_checkpoint(path)
 
     def load(self, path):
         from .policy import Policy

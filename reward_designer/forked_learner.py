@@ -76,6 +76,7 @@ class ForkedLearner:
     def __init__(self, inline: Learner, shapes: Batch, on_fork: Callable[[], None] | None = None):
         """``shapes``: a ``Batch`` of the batch tensors' shapes."""
         self.inline, self.policy, self.cfg = inline, inline.policy, inline.cfg
+        self.resumed = inline.resumed  # the twin forks with the inline learner's state, a checkpoint's too
         self.data = type(shapes)(*(_shared(*shape) for shape in shapes))
         width = inline.optimizer.params.shape[0] + 5  # the flat gradient, then the statistics
         self._bufs = [[shared_array((width,), np.float32) for _ in range(2)] for _ in range(2)]  # [rank][parity]
@@ -107,6 +108,10 @@ class ForkedLearner:
             self.close()  # mid-update the twin would wait for us forever
             raise
         return stats
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The learner's state, the same in both processes between updates (for a checkpoint)."""
+        return self.inline.state()
 
     def close(self) -> None:
         self.twin.close()

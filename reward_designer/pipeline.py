@@ -9,6 +9,7 @@ finished.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -80,24 +81,46 @@ class CandidatePipeline:
         return Checked(program.model_copy(update={"code": code}), report, attempt)
 
     def train_and_analyze(self, cand: CandidateFolder, program: RewardProgram, iteration: int = 0, index: int = 0,
-                          fixes: int = 0, on_progress: Callable[[int], None] | None = None, tag: str = "") -> CandidateRecord:
+                          fixes: int = 0, on_progress: Callable[[int], None] | None = None, tag: str = "",
+                          budget: float = 1.0) -> CandidateRecord:
         """Train on an accepted program (its code None: the env's own reward), then (with an
-        analyzer) measure the policy."""
+        analyzer) measure the policy.
+
+        ``budget`` under 1: train to that fraction of the steps (whole batches; a training stopped
+        earlier continues from its checkpoint) and only measure the fitness there (no reward
+        evaluation, no LLM): the record's ``budget`` says how far it got. An allocation decides
+        from it whether the training goes on."""
         rec = CandidateRecord(iteration=iteration, index=index, status="trained", fixes=fixes, parent=program.parent)
+        until = self.trainer.steps_at(budget)
+        partial = until < self.trainer.planned_steps
+        measured = cand.measure(until) / "analysis.json"
+        if partial and measured.is_file():  # measured there before: nothing is redone
+            return _measured(rec, Analysis.model_validate_json(measured.read_text()), until,
+                             self.trainer.planned_steps)
         result = cand.finished_training()
+        if result is None and partial and (done := cand.training_result()) is not None and done.steps >= until:
+            result = done
         if result is None:
             def progress(step: int) -> None:
                 self.stop()  # raised in the training's poll: its worker is killed
                 if on_progress is not None:
                     on_progress(step)
 
-            out = self.trainer.train(program.code, cand.train, self.fitness, on_progress=progress)
+            out = self.trainer.train(program.code, cand.train, self.fitness, on_progress=progress,
+                                     stop_at_steps=until if partial else None)
             if not out.ok:
                 contained = out.result is None and (out.sandbox.limit or out.sandbox.signal)
                 rec.status = "contained" if contained else "failed"
                 rec.error = out.problem or out.result.error
                 return rec
             result = out.result
+        if partial and self.analyzer is not None:
+            # The fitness alone, from the analyze worker (the program's process never scores itself).
+            self.stop()
+            analysis = self.analyzer.analyze(None, cand.policy, cand.measure(until), cand.progress, stop=self.stop)
+            write_atomic(measured, analysis.model_dump_json(indent=1))
+            shutil.rmtree(cand.measure(until) / "rollout", ignore_errors=True)  # its trajectories: read by no one
+            return _measured(rec, analysis, until, self.trainer.planned_steps)
         rec.steps, rec.steps_per_second, rec.train_seconds = result.steps, result.steps_per_second, result.seconds
         if self.analyzer is None:
             return rec
@@ -122,6 +145,16 @@ def check_fitness(critic: Critic, code: str | None, workdir: Path) -> CriticRepo
     """The critic's probe of a task's measure, before anything is trained on it (no LLM review: the
     reviewer prompt is about rewards)."""
     return critic.check(code, workdir, entry=FITNESS_ENTRY, review=False)
+
+
+def _measured(rec: CandidateRecord, analysis: Analysis, steps: int, planned: int) -> CandidateRecord:
+    """``rec`` of a training stopped at ``steps`` of ``planned``, with the fitness measured there."""
+    rec.steps, rec.budget = steps, steps / planned
+    if not analysis.ok:
+        rec.status, rec.error = "failed", analysis.error
+    else:
+        rec.fitness = analysis.fitness_mean
+    return rec
 
 
 def rejected(iteration: int, index: int, checked: Checked) -> CandidateRecord:

@@ -20,13 +20,21 @@ Two processes (``make_learner``, ``forked_learner.py``): on a machine with a
 second core, a forked twin computes the gradient of half of every minibatch
 and the two average gradients before each step, so both apply the same step.
 The math is this file's; only where the halves are computed changes.
+
+Checkpoints (the last section): between two updates a training's whole state
+(weights, optimizer, normalisers, step size, RNGs, step count, the
+simulator's envs) is saved as plain arrays; a training given one continues
+as if it had never stopped.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections import deque
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -34,6 +42,7 @@ import torch
 from gymnasium.spaces import Box
 from threadpoolctl import threadpool_limits
 
+from reward_designer.algorithms import Checkpoints
 from reward_designer.forked_learner import ForkedLearner
 from reward_designer.policy import (HALF_LOG_2PI, ArrayNets, Policy, array_activation, mlp_backward, mlp_forward,
                                     torch_device)
@@ -251,6 +260,41 @@ class Collector:
                        so_far_return[ended].tolist(), so_far_length[ended].tolist(),
                        float(train_reward) / (num_steps * n))
 
+    # What a checkpoint keeps of the collector (``state``, ``restore``), besides the simulator's envs.
+    _KEPT = ("disc_return", "ep_return", "ep_length", "next_obs")
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The normalisers, the episodes under way, the exploration RNG and, where the simulator can
+        save its envs (the "mujoco" backend on the standard tasks), their whole state."""
+        rng = self.rng.get_state() if self.on_device else np.array(json.dumps(self.rng.bit_generator.state))
+        arrays = {"rng": _host(rng), **{k: _host(getattr(self, k)) for k in self._KEPT}}
+        for name, rms in (("obs_rms", self.obs_rms), ("ret_rms", self.ret_rms)):
+            arrays.update({f"{name}/mean": _host(rms.mean), f"{name}/var": _host(rms.var),
+                           f"{name}/count": np.float64(rms.count)})
+        if getattr(self.sim, "movable", False):
+            arrays.update(_prefixed("sim/", self.sim.save_state()))
+        return arrays
+
+    def restore(self, arrays: dict[str, np.ndarray], reseed: int) -> None:
+        """Back to a ``state``. A simulator that could not save its envs starts new episodes in all of
+        them instead (seeded with ``reseed``): the training goes on, though not as it would have."""
+        like = (lambda a: torch.as_tensor(a, device=self.device)) if self.on_device else (lambda a: a.copy())
+        if self.on_device:
+            self.rng.set_state(torch.from_numpy(arrays["rng"].copy()))
+        else:
+            self.rng.bit_generator.state = json.loads(str(arrays["rng"]))
+        for name, rms in (("obs_rms", self.obs_rms), ("ret_rms", self.ret_rms)):
+            rms.mean, rms.var = like(arrays[f"{name}/mean"]), like(arrays[f"{name}/var"])
+            rms.count = float(arrays[f"{name}/count"])
+        sim_state = _part(arrays, "sim/")
+        if sim_state:
+            self.sim.load_state(sim_state)
+            for k in self._KEPT:
+                setattr(self, k, like(arrays[k]))
+        else:
+            self.next_obs = self.sim.reset(reseed)
+        self.prev = self.sim.physics() if self.reward_fn else None
+
 
 class FlatAdam:
     """torch.optim.Adam's step over a module's trainable parameters, kept in one flat vector.
@@ -427,6 +471,7 @@ class Learner:
         self.policy, self.cfg = policy, cfg
         self.optimizer = FlatAdam(policy, lr=cfg.lr, eps=1e-5)
         self.generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
+        self.resumed = False  # its state came from a checkpoint (load_state)
 
     def step(self, data: Batch, lr: float | None, peer=None) -> dict[str, float]:
         """One update; ``lr`` sets the step size first (None: keep the optimizer's)."""
@@ -438,14 +483,35 @@ class Learner:
     def close(self) -> None:
         pass
 
+    def state(self) -> dict[str, np.ndarray]:
+        opt = self.optimizer
+        return {"params": _host(opt.params), "adam_m": _host(opt.m), "adam_v": _host(opt.v),
+                "adam_t": np.int64(opt.t), "lr": np.float64(opt.lr), "generator": _host(self.generator.get_state())}
 
-def make_learner(sim, cfg: PPOConfig, on_fork: Callable[[], None] | None = None) -> Learner | ForkedLearner:
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        opt = self.optimizer
+        for key, dst in (("params", opt.params), ("adam_m", opt.m), ("adam_v", opt.v)):
+            _assign(dst, state[key], key)
+        opt.t, opt.lr = int(state["adam_t"]), float(state["lr"])
+        self.generator.set_state(torch.from_numpy(state["generator"].copy()))
+        self.resumed = True
+
+
+def make_learner(sim, cfg: PPOConfig, on_fork: Callable[[], None] | None = None,
+                 resume: dict | None = None) -> Learner | ForkedLearner:
     """A learner for a fresh policy: with a forked twin when ``cfg.fork_learner`` and a second core allow.
 
     ``on_fork`` runs first thing in the twin (the worker confines it). Where
     fork is refused (a process already confined) the learner is inline.
+    ``resume``: a checkpoint's arrays (``load_checkpoint``), loaded before the fork, which copies them.
     """
+    # Before the fork: a twin forked while torch's pool had more threads summed (slightly) differently,
+    # so a training's weights hung on what its process had run before.
+    torch.set_num_threads(cfg.torch_threads)
     learner = Learner(make_policy(sim, cfg), cfg)
+    if resume is not None:
+        check_checkpoint(resume, cfg)
+        learner.load_state(_part(resume, "learner/"))
     if not (cfg.fork_learner and cfg.device == "cpu" and cpu_cores() >= 2):
         return learner
     b = cfg.num_steps * sim.num_envs
@@ -459,7 +525,7 @@ def make_learner(sim, cfg: PPOConfig, on_fork: Callable[[], None] | None = None)
 
 def train(sim, cfg: PPOConfig, reward_fn: RewardFn | None = None,
           on_iteration: Callable[[dict], None] | None = None,
-          learner: Learner | ForkedLearner | None = None) -> Policy:
+          learner: Learner | ForkedLearner | None = None, checkpoints: Checkpoints | None = None) -> Policy:
     """Train a policy on ``sim``; reward from ``reward_fn`` (None: the env's own reward).
 
     ``reward_fn(prev, now, actions, done) -> tensor [n]`` is called once per
@@ -468,19 +534,21 @@ def train(sim, cfg: PPOConfig, reward_fn: RewardFn | None = None,
     applied, ``done`` terminated | truncated. Returning None uses the env's
     reward for that step (a reward_fn that only watches, e.g. a fitness meter).
     ``learner``: from ``make_learner(sim, cfg)`` (the default); train closes it.
+    ``checkpoints``: where and how often to save the training's state, where to stop
+    early, the state to continue (its learner made with ``make_learner(..., resume=)``).
     """
     torch.set_num_threads(cfg.torch_threads)
     # numpy's BLAS too: its own threads would fight the simulator's slabs for the cores.
     with threadpool_limits(cfg.torch_threads, user_api="blas"):
-        learner = learner or make_learner(sim, cfg)
+        learner = learner or make_learner(sim, cfg, resume=checkpoints.resume if checkpoints else None)
         try:
-            return _train(sim, cfg, reward_fn, on_iteration, learner)
+            return _train(sim, cfg, reward_fn, on_iteration, learner, checkpoints or Checkpoints())
         finally:
             learner.close()
 
 
 def _train(sim, cfg: PPOConfig, reward_fn: RewardFn | None, on_iteration: Callable[[dict], None] | None,
-           learner: Learner | ForkedLearner) -> Policy:
+           learner: Learner | ForkedLearner, checkpoints: Checkpoints) -> Policy:
     batch = cfg.num_steps * sim.num_envs
     # Advantages are normalized over a minibatch, and each process's part of it needs 2 samples:
     # one sample's advantage normalizes to 0 and gives no gradient, an empty part a division by zero.
@@ -496,9 +564,12 @@ def _train(sim, cfg: PPOConfig, reward_fn: RewardFn | None, on_iteration: Callab
     collector = Collector(sim, policy, cfg, reward_fn)
     iterations = max(1, cfg.total_steps // batch)
     recent_returns, recent_lengths = deque(maxlen=100), deque(maxlen=100)  # env-reward episodes
-    episodes = 0
-    start = time.perf_counter()
-    for iteration in range(1, iterations + 1):
+    episodes, done, before = 0, 0, 0.0  # done: updates before this job; before: their seconds
+    if checkpoints.resume is not None:
+        done, episodes, before = _restore(checkpoints.resume, cfg, learner, collector,
+                                          recent_returns, recent_lengths)
+    start = time.perf_counter() - before
+    for iteration in range(done + 1, iterations + 1):
         lr = cfg.lr * (1.0 - (iteration - 1) / iterations) if cfg.anneal_lr and cfg.desired_kl is None else None
         ro = collector.collect(cfg.num_steps)
         policy.set_obs_stats(collector.obs_rms.mean, collector.obs_rms.var, collector.obs_rms.count)
@@ -524,4 +595,89 @@ def _train(sim, cfg: PPOConfig, reward_fn: RewardFn | None, on_iteration: Callab
                 "episode_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
                 "episode_length": float(np.mean(recent_lengths)) if recent_lengths else float("nan"),
             })
+        stop = checkpoints.stop_at is not None and iteration * batch >= checkpoints.stop_at
+        if iteration < iterations and (stop or checkpoints.every and iteration % checkpoints.every == 0):
+            save_checkpoint(checkpoints.path, {
+                "config": np.array(_config_json(cfg)), "iteration": np.int64(iteration),
+                "global_step": np.int64(iteration * batch),
+                "episodes": np.int64(episodes), "seconds": np.float64(time.perf_counter() - start),
+                "recent_returns": np.array(recent_returns, np.float64),
+                "recent_lengths": np.array(recent_lengths, np.int64), "torch_rng": _host(torch.get_rng_state()),
+                **_prefixed("learner/", learner.state()), **_prefixed("collector/", collector.state())})
+        if stop:
+            break
     return policy
+
+
+# ------------------------------------------------------------------ checkpoints
+# What a checkpoint file says it holds; a file of another format (or version) is refused.
+CHECKPOINT_FORMAT = "ppo-checkpoint-1"
+
+
+def save_checkpoint(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An npz of plain arrays, written whole or not at all (a kill mid-write leaves the last one)."""
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, __format__=np.array(CHECKPOINT_FORMAT), **arrays)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, np.ndarray]:
+    """A checkpoint's arrays. Nothing is unpickled: a worker that ran untrusted code wrote it."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    if str(arrays.get("__format__", "")) != CHECKPOINT_FORMAT:
+        raise ValueError(f"{Path(path).name} is not a checkpoint of this PPO ({CHECKPOINT_FORMAT})")
+    return arrays
+
+
+def check_checkpoint(arrays: dict, cfg: PPOConfig) -> None:
+    """ValueError, naming the fields, unless the checkpoint is of a training with this config."""
+    saved, now = json.loads(str(arrays["config"])), json.loads(_config_json(cfg))
+    if saved != now:
+        differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+        raise ValueError(f"the checkpoint is of another training: its {', '.join(differ)} differ")
+
+
+def _restore(arrays: dict, cfg: PPOConfig, learner, collector: Collector, recent_returns: deque,
+             recent_lengths: deque) -> tuple[int, int, float]:
+    """Put a checkpoint's loop and collector state back (its learner's went back in make_learner);
+    (updates done, episodes, seconds) out."""
+    if not getattr(learner, "resumed", False):
+        raise ValueError("a training that continues a checkpoint needs its learner made with it: "
+                         "make_learner(..., resume=the checkpoint)")
+    iteration = int(arrays["iteration"])
+    collector.restore(_part(arrays, "collector/"), reseed=cfg.seed + iteration)
+    learner.policy.set_obs_stats(*(_host(x) for x in (collector.obs_rms.mean, collector.obs_rms.var)),
+                                 collector.obs_rms.count)
+    recent_returns.extend(arrays["recent_returns"].tolist())
+    recent_lengths.extend(arrays["recent_lengths"].tolist())
+    torch.set_rng_state(torch.from_numpy(arrays["torch_rng"].copy()))
+    return iteration, int(arrays["episodes"]), float(arrays["seconds"])
+
+
+def _config_json(cfg: PPOConfig) -> str:
+    return json.dumps(cfg.to_dict(), sort_keys=True)
+
+
+def _host(x) -> np.ndarray:
+    """A copy of ``x`` (a numpy array or a torch tensor anywhere) as a numpy array."""
+    return x.detach().cpu().numpy().copy() if isinstance(x, torch.Tensor) else np.array(x)
+
+
+def _assign(dst, src: np.ndarray, name: str) -> None:
+    """Overwrite ``dst`` (numpy or torch) in place with ``src``, of the same shape."""
+    if tuple(dst.shape) != src.shape:
+        raise ValueError(f"the checkpoint's {name} has shape {src.shape}, not {tuple(dst.shape)}")
+    if isinstance(dst, torch.Tensor):
+        dst.copy_(torch.as_tensor(src, device=dst.device))
+    else:
+        dst[...] = src
+
+
+def _prefixed(prefix: str, arrays: dict) -> dict:
+    return {prefix + k: v for k, v in arrays.items()}
+
+
+def _part(arrays: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}

@@ -40,7 +40,8 @@ class RunConfig(BaseModel):
     allocation: str = "full"  # selection.ALLOCATIONS: how a round's training budget is spent
 
 
-CandidateStatus = Literal["rejected", "failed", "contained", "trained"]
+# culled: the round's allocation stopped its training early (selection.py), its fitness measured there
+CandidateStatus = Literal["rejected", "failed", "contained", "trained", "culled"]
 
 
 class CandidateRecord(BaseModel):
@@ -59,6 +60,7 @@ class CandidateRecord(BaseModel):
     steps: int | None = None  # env steps trained
     steps_per_second: float | None = None
     train_seconds: float | None = None
+    budget: float | None = None  # culled: the fraction of the training budget it had (steps of planned)
     error: str = ""
 
     @property
@@ -72,6 +74,8 @@ class CandidateRecord(BaseModel):
     def note(self) -> str:
         """One line on how it ended: the error's last line, else each finding's (a traceback's last
         line is the error itself)."""
+        if self.status == "culled" and self.budget is not None and self.fitness is not None:
+            return f"stopped at {self.budget:.0%} of the budget, task score {self.fitness:.3g}"
         if self.error.strip():
             return self.error.strip().splitlines()[-1]
         return "; ".join(f.strip().splitlines()[-1] for f in self.findings if f.strip())

@@ -7,8 +7,9 @@
     RUN/llm/cache/, calls.jsonl   every LLM reply
     RUN/iter_01/prompt.md         the designer's prompt of that round
     RUN/iter_01/cand_00/          a CandidateFolder: reward.py, attempt_*.py, critic.json, probe/,
-                                  train/ (policy.npz, progress.jsonl, result.json), analysis.json,
-                                  rollout/, reward_eval/
+                                  train/ (policy.npz, progress.jsonl, result.json, checkpoint.npz),
+                                  analysis.json, rollout/, reward_eval/, measure_<steps>/ (the
+                                  fitness where an allocation stopped its training)
     RUN/best/                     reward.py, policy.npz, analysis.json of the best candidate
     RUN/warp/kernels/             with sim "warp": MuJoCo Warp's kernels, compiled once for every training
 
@@ -94,6 +95,15 @@ class CandidateFolder:
         return self.train / "progress.jsonl"
 
     @property
+    def checkpoint(self) -> Path:
+        """The training's last checkpoint (trainer.CHECKPOINT), which a later training continues."""
+        return self.train / "checkpoint.npz"
+
+    def measure(self, steps: int) -> Path:
+        """Where the policy stopped at ``steps`` env steps (an allocation's rung) is measured."""
+        return self.path / f"measure_{steps}"
+
+    @property
     def analysis(self) -> Path:
         return self.path / "analysis.json"
 
@@ -117,7 +127,13 @@ class CandidateFolder:
         return self.reward.read_text() if self.reward.is_file() else None
 
     def finished_training(self) -> TrainResult | None:
-        """The training's result if it finished well; None if it never ran, was cut short or failed."""
+        """The training's result if it finished well; None if it never ran, was cut short, failed, or
+        stopped early to be continued."""
+        result = self.training_result()
+        return result if result is not None and result.complete else None
+
+    def training_result(self) -> TrainResult | None:
+        """The last training job's result if it went well, finished or stopped early (``complete``)."""
         if not self.policy.is_file():
             return None
         try:  # a worker wrote it: read through the sandbox's safe reader
@@ -129,8 +145,10 @@ class CandidateFolder:
     def clear(self) -> None:
         """Forget every step's output, so the next pipeline over this folder starts afresh."""
         for path in [self.critic_report, self.reward, self.analysis, self.train / "result.json", self.policy,
-                     *self.path.glob("attempt_*.py")]:
+                     self.checkpoint, *self.path.glob("attempt_*.py")]:
             path.unlink(missing_ok=True)
+        for measure in self.path.glob("measure_*"):
+            shutil.rmtree(measure, ignore_errors=True)
 
 
 class RunFolder:

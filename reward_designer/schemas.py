@@ -146,6 +146,14 @@ class TrainJob(_Job):
     ppo: dict = {}  # PPOConfig overrides
     sim: Sim = "mujoco"
     kernel_cache: str | None = None  # sim "warp": MuJoCo Warp's compiled kernels (a WarmJob's), read-only
+    # Checkpoints: the training's whole state, written to ``checkpoint`` (in the worker's folder) every
+    # ``checkpoint_every`` updates (0: never) and where it stops early. ``stop_at_steps``: stop after the
+    # update that reaches this many env steps (a fraction of total_steps, which still sets the schedule).
+    # ``resume_from``: a checkpoint of this same training to continue, as if it had never stopped.
+    checkpoint: str | None = None
+    checkpoint_every: int = Field(default=0, ge=0)
+    stop_at_steps: int | None = Field(default=None, gt=0)
+    resume_from: str | None = None
 
     @field_validator("algorithm")
     @classmethod
@@ -154,6 +162,12 @@ class TrainJob(_Job):
 
         get_algorithm(v)  # ValueError, listing the known ones
         return v
+
+    @model_validator(mode="after")
+    def _checkpoint_named(self) -> "TrainJob":
+        if (self.checkpoint_every or self.stop_at_steps) and not self.checkpoint:
+            raise ValueError("checkpoint_every and stop_at_steps need a checkpoint path")
+        return self
 
 
 class WarmJob(_Job):
@@ -237,6 +251,8 @@ class TrainResult(BaseModel):
     policy: str = ""
     ppo: dict = {}  # the whole PPOConfig it trained with: the preset, the overrides, the defaults of this version
     numerics: dict[str, str] = {}  # numerics.loaded(): the BLAS and SIMD paths numpy and torch ran, their versions
+    complete: bool = True  # False: stopped at the job's stop_at_steps, its checkpoint saved, to be continued
+    resumed_at: int | None = None  # the env steps of the checkpoint it continued (None: it started afresh)
 
 
 class EpisodeStats(BaseModel):

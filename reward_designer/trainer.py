@@ -17,6 +17,10 @@ from .sandbox import Limits, read_output
 from .schemas import FitnessSpec, Sim, TrainJob, WarmJob
 
 
+# Where a training in a folder keeps its checkpoint, and how many updates apart it writes one: a
+# training killed half-way continues from its last one.
+CHECKPOINT = "checkpoint.npz"
+CHECKPOINT_EVERY = 50
 MAX_PROGRESS_BYTES = 8 * 1024 * 1024
 MAX_PROGRESS_LINE = 16 * 1024
 
@@ -111,6 +115,10 @@ class Trainer:
         """The env steps a training takes: ``steps`` rounded down to whole batches, at least one."""
         return max(1, self.steps // self.batch) * self.batch
 
+    def steps_at(self, budget: float) -> int:
+        """The env steps of a ``budget`` fraction of the training: whole batches, at least one, at most all."""
+        return min(self.planned_steps, max(1, round(budget * self.planned_steps / self.batch)) * self.batch)
+
     def rounding_note(self) -> str | None:
         """What to tell the user when ``steps`` is under one batch (rounding down loses under a batch)."""
         if self.planned_steps <= self.steps:
@@ -158,13 +166,21 @@ class Trainer:
         workdir: Path,
         fitness: FitnessSpec | None = None,
         on_progress: Callable[[int], None] | None = None,
+        stop_at_steps: int | None = None,
     ) -> JobOutcome:
         """Train on ``code`` (None: the env's own reward); the policy lands in ``workdir/policy.npz``.
 
+        A checkpoint (``workdir/checkpoint.npz``) is saved every ``CHECKPOINT_EVERY`` updates, and a
+        training that finds one there (killed, or stopped early) continues it rather than starting
+        over: the folder is one training's (``CandidateFolder.clear`` removes it with the rest).
+        ``stop_at_steps``: stop, with a checkpoint, after the update that reaches these env steps
+        (the result says ``complete=False``); the schedules stay those of the whole ``steps``.
         ``on_progress(steps trained)`` is called about once a second; if it raises, the worker is
         killed and the exception goes on."""
-        progress = workdir / "progress.jsonl"
-        progress.unlink(missing_ok=True)  # a killed earlier attempt restarts from scratch
+        progress, checkpoint = workdir / "progress.jsonl", workdir / CHECKPOINT
+        resume = checkpoint.is_file() and not checkpoint.is_symlink()
+        if not resume:
+            progress.unlink(missing_ok=True)  # an earlier attempt that saved nothing restarts from scratch
 
         last = [0.0]
 
@@ -179,6 +195,8 @@ class Trainer:
         self.prepare()
         job = TrainJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed, code=code,
                        algorithm=self.algorithm, fitness=fitness, total_steps=self.steps, device=self.device,
-                       ppo=self.ppo, sim=self.sim, kernel_cache=str(self._kernels) if self._kernels else None)
+                       ppo=self.ppo, sim=self.sim, kernel_cache=str(self._kernels) if self._kernels else None,
+                       checkpoint=str(checkpoint.resolve()), checkpoint_every=CHECKPOINT_EVERY,
+                       stop_at_steps=stop_at_steps, resume_from=str(checkpoint.resolve()) if resume else None)
         return self.executor.run(job, workdir, self.limits, poll=poll,
                                  read_only=[self._kernels] if self._kernels else ())

@@ -295,8 +295,23 @@ def run_warm(job: WarmJob, workdir: Path) -> WarmResult:
     return WarmResult(ok=True, seconds=time.perf_counter() - t0)
 
 
+def _trim_progress(path: Path, steps: int) -> None:
+    """Keep the training log's lines up to ``steps`` (a checkpoint's): the lines after it are retrained."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("global_step"), int) and row["global_step"] <= steps:
+            kept.append(line + "\n")
+    path.write_text("".join(kept))
+
+
 def run_train(job: TrainJob, workdir: Path) -> TrainResult:
-    from .algorithms import get_algorithm
+    from .algorithms import Checkpoints, get_algorithm
     from .sandbox import confine_forked
     from .sim import make_vecsim
 
@@ -315,8 +330,17 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
         # Both fork (the simulator's slab twins, the learner's twin): before seccomp forbids it.
         sim = make_vecsim(job.env_id, cfg.num_envs, job.seed, job.env_kwargs, on_fork=confine_forked)
     layout, dt, n = sim.layout, sim.dt, sim.num_envs
+    resume, resumed_at = None, None
+    try:
+        if job.resume_from:
+            resume = algorithm.load_checkpoint(Path(job.resume_from))
+            resumed_at = int(resume["global_step"])
+            _trim_progress(workdir / "progress.jsonl", resumed_at)
+        learner = algorithm.make_learner(sim, cfg, on_fork=confine_forked, resume=resume)
+    except (OSError, ValueError, KeyError) as exc:  # unreadable, or another training's checkpoint
+        sim.close()
+        return TrainResult(ok=False, error=f"cannot continue the checkpoint {job.resume_from}: {exc}")
     progress = open(workdir / "progress.jsonl", "a", buffering=1)
-    learner = algorithm.make_learner(sim, cfg, on_fork=confine_forked)
     try:  # before the confinement: threadpoolctl asks the loaded libraries through ctypes
         loaded = numerics.loaded()
     except Exception:  # noqa: BLE001 - a record of the training, never a reason to fail it
@@ -330,25 +354,34 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
 
     reward_fn = StepReward(reward_program, fitness_fn, job.fitness.aggregate if job.fitness else "sum",
                            layout, dt, n, cfg.device)
-    counts = {"steps": 0}  # trained, whole rollouts (total_steps or more)
+    # Trained, whole rollouts; the seconds of the whole training, earlier jobs' included.
+    counts = {"steps": resumed_at or 0, "seconds": 0.0}
 
     def on_iteration(stats: dict) -> None:
         line = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
         line.update(reward_fn.episode_means())
-        counts["steps"] = stats["global_step"]
+        counts["steps"], counts["seconds"] = stats["global_step"], stats["seconds"]
         progress.write(json.dumps(line) + "\n")
 
+    checkpoints = Checkpoints(Path(job.checkpoint) if job.checkpoint else None, job.checkpoint_every,
+                              job.stop_at_steps, resume)
     t0 = time.perf_counter()
     try:
-        policy = algorithm.train(sim, cfg, learner, reward_fn, on_iteration)
+        policy = algorithm.train(sim, cfg, learner, reward_fn, on_iteration, checkpoints)
     except Exception as exc:  # noqa: BLE001
         return TrainResult(ok=False, error=_error_text(exc))
     finally:
         sim.close()
     seconds = time.perf_counter() - t0
     policy.save(workdir / "policy.npz")
-    return TrainResult(ok=True, steps=counts["steps"], seconds=seconds, steps_per_second=counts["steps"] / seconds,
-                       policy=str(workdir / "policy.npz"), ppo=cfg.to_dict(), numerics=loaded)
+    batch = algorithm.batch_steps(job.env_id, job.sim, job.ppo)
+    complete = counts["steps"] >= max(1, job.total_steps // batch) * batch
+    if complete and job.checkpoint:  # a finished training is continued by nothing: its last one is stale
+        Path(job.checkpoint).unlink(missing_ok=True)
+    return TrainResult(ok=True, steps=counts["steps"], seconds=counts["seconds"] or seconds,
+                       steps_per_second=(counts["steps"] - (resumed_at or 0)) / seconds,
+                       policy=str(workdir / "policy.npz"), ppo=cfg.to_dict(), numerics=loaded,
+                       complete=complete, resumed_at=resumed_at)
 
 
 def run_analyze(job: AnalyzeJob, workdir: Path) -> AnalyzeResult:

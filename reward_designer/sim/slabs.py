@@ -33,8 +33,9 @@ from reward_designer.sim.gym_envs import MJ_KEYS, extra_wrappers, make_env
 from reward_designer.sim.ports import PORTS
 from reward_designer.twin import Twin, shared_array
 
-# A slab twin's requests (RESET carries an 8-byte seed) and its answer.
-_STEP, _RESET, _EXPORT, _IMPORT, _DONE = b"s", b"r", b"x", b"i", b"d"
+# A slab twin's requests (RESET carries an 8-byte seed) and its answer. EXPORT/IMPORT hand over the
+# envs that change slabs, SAVE/LOAD every env of the slab (``save_state``).
+_STEP, _RESET, _EXPORT, _IMPORT, _SAVE, _LOAD, _DONE = b"s", b"r", b"x", b"i", b"v", b"l", b"d"
 # The slab split is rebalanced every this many steps (``MujocoVecSim._balance``).
 BALANCE_EVERY = 64
 # What moves with an env between processes: MuJoCo's state for mj_step
@@ -151,6 +152,10 @@ class MujocoVecSim(SimBase):
                 self._export(j)
             elif request == _IMPORT:
                 self._import(j)
+            elif request == _SAVE:
+                self._export(j, everyone=True)
+            elif request == _LOAD:
+                self._import(j, everyone=True)
             else:
                 return
             twin.send(_DONE)
@@ -165,18 +170,21 @@ class MujocoVecSim(SimBase):
         a, b = self._slab(j, src), self._slab(j, dst)
         return [i for i in range(a.start, a.stop) if not b.start <= i < b.stop]
 
-    def _export(self, j: int) -> None:
-        """Write the state of the envs leaving slab j to the handoff rows."""
-        for i in self._moving(j, self._bounds, self._next_bounds):
+    def _export(self, j: int, everyone: bool = False) -> None:
+        """Write the state of the envs leaving slab j (``everyone``: of all its envs) to the handoff rows."""
+        slab = self._slab(j)
+        for i in range(slab.start, slab.stop) if everyone else self._moving(j, self._bounds, self._next_bounds):
             env = self.envs[i]
             mujoco.mj_getState(env.model, env.data, self._handoff[i], _MJ_STATE)
             rng = env.np_random.bit_generator.state
             s, inc = rng["state"]["state"], rng["state"]["inc"]
             self._handoff_rng[i] = (s >> 64, s & _U64, inc >> 64, inc & _U64, rng["has_uint32"], rng["uinteger"])
 
-    def _import(self, j: int) -> None:
-        """Take over the envs joining slab j from the handoff rows (this process's copies are stale)."""
-        for i in self._moving(j, self._next_bounds, self._bounds):
+    def _import(self, j: int, everyone: bool = False) -> None:
+        """Take over the envs joining slab j (``everyone``: all its envs) from the handoff rows (this
+        process's copies are stale)."""
+        slab = self._slab(j)
+        for i in range(slab.start, slab.stop) if everyone else self._moving(j, self._next_bounds, self._bounds):
             env = self.envs[i]
             mujoco.mj_setState(env.model, env.data, self._handoff[i], _MJ_STATE)
             s_hi, s_lo, inc_hi, inc_lo, has_uint32, uinteger = (int(x) for x in self._handoff_rng[i])
@@ -291,6 +299,42 @@ class MujocoVecSim(SimBase):
             self._ask(request)
             self._answer(here)
         self._bounds[:] = self._next_bounds
+
+    # What a saved state holds besides each env's MuJoCo state and reset RNG: the shared rows a step
+    # reads (the current state, the pending observations, the steps into each episode).
+    _SAVED_ROWS = ("_current", "_obs", "_elapsed")
+
+    def save_state(self) -> dict[str, np.ndarray]:
+        """Every env's whole state as plain arrays: its MuJoCo integration state, reset RNG, steps into
+        its episode, current snapshot row and pending observation. ``load_state`` puts it back, into
+        whichever process steps each env then, and the envs go on as if never stopped."""
+        self._check_movable("have their state saved")
+        self._idle()
+        self._ask(_SAVE)
+        self._answer(lambda j: self._export(j, everyone=True))
+        return {"mj_state": self._handoff.copy(), "rng": self._handoff_rng.copy(),
+                **{name[1:]: getattr(self, name).copy() for name in self._SAVED_ROWS}}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Put back a ``save_state``; ValueError if its arrays do not fit these envs."""
+        self._check_movable("have their state loaded")
+        self._idle()
+        names = {"mj_state": self._handoff, "rng": self._handoff_rng,
+                 **{name[1:]: getattr(self, name) for name in self._SAVED_ROWS}}
+        for key, dst in names.items():
+            src = state.get(key)
+            if src is None or np.shape(src) != dst.shape:
+                raise ValueError(f"a saved simulator state's {key!r} does not fit {self.num_envs} "
+                                 f"{type(self.envs[0]).__name__} envs (shape {np.shape(src)}, not {dst.shape})")
+        for key, dst in names.items():
+            dst[:] = state[key]
+        self._ask(_LOAD)
+        self._answer(lambda j: self._import(j, everyone=True))
+
+    def _check_movable(self, what: str) -> None:
+        if not self.movable:
+            raise RuntimeError(f"{type(self.envs[0]).__name__} envs cannot {what}: only the standard "
+                               "gymnasium MuJoCo classes are known to keep all their state in MjData")
 
     def _balance(self) -> None:
         """Move one env towards the split at which every process would finish a
