@@ -237,12 +237,14 @@ def design(
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help=SET_HELP)] = None,
     name: Annotated[Optional[str], typer.Option(help="Name of a --task task (its run folder's default name). Default: the env and a hash of the text.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Accept a measure the LLM writes without asking (batch use).")] = False,
+    videos: Annotated[bool, typer.Option("--videos", help="Film each round's best policy as the run goes (iter_XX/cand_YY/video.mp4; `report` shows them).")] = False,
+    judge: Annotated[Optional[str], typer.Option(help="A litellm vision model shown frames of each round's best policy with the task: its verdict goes into the next round's prompt and the report, never into the fitness.")] = None,
+    judge_api_base: Annotated[Optional[str], typer.Option(help="Base URL of the --judge model's OpenAI-compatible server, if not its provider's.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
 ) -> None:
     """Design a reward for a task: from a task card, or from --env and --task."""
     from .run import Run, RunConfig
-    from .schemas import TaskSpec
-    from .tasks import load_task
+    from .tasks import load_task, task_from_flags
 
     if task_card and (env or task):
         raise BadInput("give a task card or --env with --task, not both")
@@ -253,8 +255,7 @@ def design(
             raise BadInput("give a task card, or both --env and --task")
         if not task.strip():
             raise BadInput("--task is empty: say what the policy should do")
-        spec = TaskSpec(name=custom_task_name(env, task) if name is None else _task_name(name), env_id=env,
-                        description=task)
+        spec = task_from_flags(custom_task_name(env, task) if name is None else _task_name(name), env, task)
     ppo = _ppo_overrides(set_)
     _check_env(spec.env_id, spec.env_kwargs)
     if fitness is not None:
@@ -270,6 +271,7 @@ def design(
         iterations=iterations, samples=samples, train_steps=train_steps or spec.train_steps, seed=seed,
         device=dev, sim=_sim(sim, dev), workers=workers, fix_attempts=fix_attempts, llm_critic=llm_critic,
         episodes=episodes, require_sandbox=require_sandbox, ppo=ppo, allocation=allocation,
+        videos=videos, judge=judge, judge_api_base=judge_api_base,
     )
     if name is not None and task_card:
         raise BadInput("--name names a --task task; a card has its own name")
@@ -555,6 +557,115 @@ def bench(
     unfinished = [t for t in results.trainings if t.status != "trained"]
     if unfinished:
         _fail(f"{len(unfinished)} of {len(results.trainings)} trainings did not finish (see {Path(folder) / 'results.md'})", 1)
+
+
+# ----------------------------------------------------------- review a run
+CANDIDATE_NAME = r"iter_\d{2}/cand_\d{2}"
+
+
+def _candidate_of(run, name: str | None, what: str):
+    """A trained candidate of ``run`` by name (default: the best), or BadInput saying which there are."""
+    import re
+
+    record = run.read_record()
+    trained = sorted(c.name for c in record.candidates if c.status == "trained")
+    name = name or (record.best.name if record.best else None)
+    if name is None or not re.fullmatch(CANDIDATE_NAME, name) or name not in trained:
+        raise BadInput(f"{what} {name or '(the best)'}: not a trained candidate of {run.path}; trained: "
+                       + (", ".join(trained) or "none"))
+    return record, run.named(name)
+
+
+@app.command()
+@_guard
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="The run folder.")],
+    videos: Annotated[bool, typer.Option("--videos", help="First film each round's best policy that has no video yet.")] = False,
+) -> None:
+    """Write the run as one HTML file for review (RUN/report.html) and print its path: the candidates,
+    their code and diffs, the critic's and the analyzer's words, training curves, the round-best videos."""
+    from .report import build, film_round_bests
+    from .runfolder import RunFolder
+
+    folder = RunFolder(run_dir)
+    record = folder.read_record()  # a missing or damaged run is one line
+    if videos:
+        _require_sandbox(record.config.require_sandbox)
+        with folder.exclusive():
+            for name, problem in film_round_bests(folder):
+                err.print(f"warning: no video of {name}: {problem}" if problem else f"filmed {name}", markup=False)
+    print(build(folder.path))
+
+
+@app.command()
+@_guard
+def play(
+    run_dir: Annotated[Path, typer.Argument(help="The run folder.")],
+    candidate: Annotated[Optional[str], typer.Option(help="Which policy, e.g. iter_02/cand_01. Default: the run's best.")] = None,
+    episodes: Annotated[int, typer.Option(min=1, max=20, help="Episodes filmed, one after another.")] = 1,
+    out: Annotated[Optional[Path], typer.Option(help="The mp4 to write. Default: the candidate's video.mp4 in the run.")] = None,
+) -> None:
+    """Film a trained policy to an mp4, headless (MUJOCO_GL=egl), in a sandboxed worker that loads the
+    policy and no reward program. Prints the file's path."""
+    import tempfile
+
+    from .executor import LocalExecutor
+    from .render import RenderError, film_candidate
+    from .runfolder import RunFolder
+
+    record, cand = _candidate_of(RunFolder(run_dir), candidate, "--candidate")
+    _require_sandbox(record.config.require_sandbox)
+    target = (out or cand.video).resolve()
+    with tempfile.TemporaryDirectory(prefix="rd-play-") as tmp:  # not render/: a design may be filming there
+        try:
+            result = film_candidate(cand, record.config.task, out=target, workdir=Path(tmp), episodes=episodes,
+                                    executor=LocalExecutor(1, record.config.require_sandbox))
+        except RenderError as exc:
+            _fail(str(exc), 1)
+    err.print(f"{result.frames} frames at {result.fps:g} fps, episodes of {', '.join(map(str, result.episode_lengths))} "
+              f"steps", markup=False)
+    print(target)
+
+
+MAX_FEEDBACK_CHARS = 4000  # a person's words, in one prompt
+
+
+@app.command()
+@_guard
+def refine(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    feedback: Annotated[Optional[str], typer.Option(help="What you want changed, in your words; it goes into the round's prompt, e.g. \"keep the torso level; it hops too much\".")] = None,
+    from_: Annotated[Optional[str], typer.Option("--from", help="Refine this trained candidate (e.g. iter_01/cand_02) instead of the best.")] = None,
+    edit: Annotated[Optional[Path], typer.Option(help="A reward program you edited by hand: the round refines it once the critic passes it (exit 1 if not).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
+) -> None:
+    """One more round steered by you: your feedback in the designer's prompt, from the best program,
+    another candidate (--from) or your own edit (--edit). Recorded in run.json, shown by `report`;
+    a stopped refine continues with `resume`."""
+    from .run import EditRejected, Run
+
+    text = (feedback or "").strip()
+    if not text and edit is None:
+        raise BadInput("say what to change with --feedback, or give an edited program with --edit")
+    if len(text) > MAX_FEEDBACK_CHARS:
+        raise BadInput(f"--feedback is {len(text):,} characters; at most {MAX_FEEDBACK_CHARS:,}")
+    code = _read_python(edit, "edited program") if edit is not None else None
+    run = Run.open(run_dir, console=err)
+    if from_ is not None:
+        _candidate_of(run.folder, from_, "--from")
+    _require_sandbox(run.config.require_sandbox)
+    _check_env(run.config.task.env_id, run.config.task.env_kwargs)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        record = run.refine(text, from_, code, quiet=quiet)
+    except EditRejected as exc:
+        _report_rejection(edit, exc)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; `reward-designer resume {run.folder.path}` finishes the feedback round", 130)
+    if record.status != "done":
+        _fail(record.error or "the run failed", 1)
+    err.print(f"best: {record.best.name} (fitness {record.best.fitness:.3f}); "
+              f"`reward-designer report {run.folder.path}` shows the new round")
 
 
 # ------------------------------------------------------------------ doctor

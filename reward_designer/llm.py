@@ -630,11 +630,17 @@ class ReplayClient(_CachedCalls):
         """YAML ``{purpose: [reply_text, ...]}`` (an item may itself be a list of texts)."""
         import yaml
 
+        from .tasks import MAX_CARD_VALUES, expanded_size
+
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as e:
             raise LLMError(f"cannot read replay file {path}: {_one_line(e)}") from None
+        except UnicodeDecodeError:
+            raise LLMError(f"cannot read replay file {path}: not UTF-8 text") from None
+        if expanded_size(data) > MAX_CARD_VALUES:  # nested aliases: billions of strings once expanded
+            raise LLMError(f"replay file {path} expands to over {MAX_CARD_VALUES:,} values")
         if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
             raise LLMError(f"replay file {path} must map each purpose to a list of replies")
         replies: dict[str, list[str]] = {}
@@ -708,7 +714,7 @@ def make_client(
 
 def _looks_like_jsonl(path: Path) -> bool:
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read(1) == "{"
+        with open(path, "rb") as f:  # one byte: decoding a whole buffer could fail on a later one
+            return f.read(1) == b"{"
     except OSError:
         return False

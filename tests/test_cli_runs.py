@@ -77,3 +77,18 @@ def test_resume_extends_a_finished_run_by_a_round_asking_only_the_new_round(tmp_
 
     result = invoke("resume", run, "--iterations", 1)
     assert result.exit_code == 2 and "would drop some" in result.output
+
+
+def test_a_huge_task_or_a_bad_replay_file_is_one_line(tmp_path):
+    result = invoke("design", "--env", "Pendulum-v1", "--task", "swing up " * 2000, "--replay",
+                    replies(tmp_path, 1), *SMALL)
+    assert result.exit_code == 2 and result.output.startswith("error: --task: ") and "Traceback" not in result.output
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8)))
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("design: [\"caf\xe9\"]\n".encode("latin-1"))
+    for path, said in ((bomb, "expands to over"), (latin, "not UTF-8")):
+        result = invoke("design", "pendulum-upright", "--replay", path, "--out", tmp_path / path.stem, *SMALL)
+        assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output
