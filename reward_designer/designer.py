@@ -22,9 +22,11 @@ class Designer:
     def first_round_messages(self) -> list[dict]:
         return templates.messages("designer.j2", task=self.task, envcard=self.envcard)
 
-    def refine_messages(self, best: dict, feedback: str, others: list[dict]) -> list[dict]:
+    def refine_messages(self, best: dict, feedback: str, others: list[dict], person=None, judge: str = "") -> list[dict]:
+        """``person``: a person's ``records.Feedback`` for this round (``refine``); ``judge``: a vision
+        model's verdict on the best's policy."""
         return templates.messages("refine.j2", task=self.task, envcard=self.envcard,
-                                  best=best, feedback=feedback, others=others)
+                                  best=best, feedback=feedback, others=others, person=person, judge=judge)
 
     def propose(self, k: int, messages: list[dict], tag: str = "", parent: str | None = None) -> list[RewardProgram]:
         """``tag``: where in the run this is asked (see ``LLMClient.complete``); ``parent``: the

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .schemas import FitnessSpec, Sim, TaskSpec
 
@@ -38,6 +38,9 @@ class RunConfig(BaseModel):
     prices: tuple[float, float] | None = None  # USD per 1M prompt / completion tokens
     selector: str = "best-fitness"  # selection.SELECTORS: which candidate is the best
     allocation: str = "full"  # selection.ALLOCATIONS: how a round's training budget is spent
+    videos: bool = False  # film each round's best policy as the run goes (RUN/iter_XX/cand_YY/video.mp4)
+    judge: str | None = None  # a litellm vision model shown stills of each round's best (feedback, never fitness)
+    judge_api_base: str | None = None  # the judge's server, when not the provider's own
 
 
 # culled: the round's allocation stopped its training early (selection.py), its fitness measured there
@@ -86,6 +89,23 @@ def candidate_name(iteration: int, index: int) -> str:
     return f"iter_{iteration:02d}/cand_{index:02d}"
 
 
+def edit_name(iteration: int) -> str:
+    """The folder of a round's hand-edited program (``refine --edit``): ``iter_03/edit``."""
+    return f"iter_{iteration:02d}/edit"
+
+
+class Feedback(BaseModel):
+    """A person's word on a run (``refine``): the round it steers, and the program that round refines."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)  # run.json says "from"
+
+    round: int = Field(ge=1)
+    text: str = ""
+    from_: str | None = Field(default=None, alias="from")  # the candidate it starts from; None: the best so far
+    edit: str | None = None  # the hand-edited program's folder (edit_name), the round's parent
+    created: str = ""
+
+
 class RunRecord(BaseModel):
     version: int = 1
     config: RunConfig
@@ -97,3 +117,4 @@ class RunRecord(BaseModel):
     best: CandidateRecord | None = None
     usage: dict = {}
     error: str = ""
+    feedback: list[Feedback] = []  # refine's rounds, in order: each round's words and edit

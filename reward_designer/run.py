@@ -34,14 +34,27 @@ from .executor import Executor, LocalExecutor
 from .llm import Usage, make_client
 from .pipeline import CandidatePipeline, check_fitness, rejected
 from .program import FITNESS_ENTRY, extract_code, fitness_aggregate, fitness_from_code
-from .records import CandidateRecord, RunConfig, RunError, RunRecord, candidate_name
+from .judge import Judge, Judgement
+from .records import CandidateRecord, Feedback, RunConfig, RunError, RunRecord, candidate_name
+from .render import RenderError, film_candidate, stills
 from .runfolder import RunFolder, now, write_atomic
 from .schemas import FitnessSpec
 from .selection import ALLOCATIONS, SELECTORS
 from .templates import render
 from .trainer import Trainer, check_trainable
 
-__all__ = ["Run", "RunConfig", "RunError", "RunRecord", "CandidateRecord"]
+__all__ = ["Run", "RunConfig", "RunError", "RunRecord", "CandidateRecord", "EditRejected"]
+
+JUDGE_STILLS = 8  # frames of a round's best shown to the vision judge
+
+
+class EditRejected(RunError):
+    """A person's edited program failed the critic: where, and the findings."""
+
+    def __init__(self, stage: str, findings: list[str]):
+        super().__init__(f"the edited program was rejected by the critic at {stage}: "
+                         + "; ".join(f.strip().splitlines()[-1] for f in findings if f.strip()))
+        self.stage, self.findings = stage, findings
 
 
 def measure_description(code: str) -> str:
@@ -114,6 +127,42 @@ class Run:
             raise RunError(f"the run already has {max(done, self.config.iterations)} rounds: "
                            f"--iterations {iterations} would drop some")
         self.record.config = self.config.model_copy(update={"iterations": iterations})
+
+    def refine(self, text: str, start: str | None = None, edit: str | None = None, quiet: bool = False) -> RunRecord:
+        """One more round, steered by a person: ``text`` in its prompt, refining the best so far or the
+        trained candidate ``start``; ``edit``, a hand-edited program, becomes the round's parent once
+        the critic passes it (EditRejected, with the findings, if it does not). The feedback is in
+        run.json before the round starts, so a stopped refine resumes as asked."""
+        with self.folder.exclusive():
+            if self.record.status != "done":
+                raise RunError(f"the run is {self.record.status}: finish it with `reward-designer resume "
+                               f"{self.folder.path}` before a feedback round")
+            start = start or (self.record.best.name if self.record.best else None)
+            trained = {c.name for c in self.record.candidates if c.status == "trained"}
+            if start not in trained:
+                raise RunError(f"{start or 'the run'} has no trained policy to refine; trained: "
+                               + (", ".join(sorted(trained)) or "none"))
+            it = max([self.config.iterations, *(c.iteration for c in self.record.candidates)]) + 1
+            entry = Feedback(round=it, text=text.strip(), from_=start, created=now())
+            if edit is not None:
+                entry.edit = self._check_edit(it, edit)
+            self.add_rounds(it)
+            self.record.feedback = [f for f in self.record.feedback if f.round != it] + [entry]
+            self.save()
+            return self._execute(quiet)
+
+    def _check_edit(self, it: int, code: str) -> str:
+        """The critic's lint and probe on a person's program (no LLM fixes: it is theirs to change)."""
+        cfg, cand = self.config, self.folder.edit(it)
+        cand.clear()
+        critic = Critic(cfg.task.env_id, cfg.task.env_kwargs, task=cfg.task, seed=cfg.seed,
+                        executor=self.executor or LocalExecutor(1, cfg.require_sandbox))
+        report = critic.check(code, cand.probe)
+        write_atomic(cand.reward, code)
+        write_atomic(cand.critic_report, report.model_dump_json(indent=1))
+        if not report.ok:
+            raise EditRejected(report.stage, report.findings)
+        return cand.path.relative_to(self.folder.path).as_posix()
 
     def save(self) -> None:
         with self._lock:
@@ -194,8 +243,10 @@ class Run:
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with Progress(*columns, console=self.console, disable=quiet) as bars:
             rounds = bars.add_task("rounds", total=cfg.iterations)
+            judge = self._judge(llm)
             for it in range(1, cfg.iterations + 1):
                 self._round(it, designer, bars)
+                self._film(it, judge, quiet)
                 bars.advance(rounds)
         self._finish()
         if not quiet:
@@ -244,6 +295,9 @@ class Run:
     def _round(self, it: int, designer: Designer, bars: Progress) -> None:
         # The best as the round first found it: a resumed round must send the same prompt.
         best = self._selector.best([c for c in self.record.candidates if c.iteration < it])
+        person = next((f for f in self.record.feedback if f.round == it), None)  # refine's round
+        if person is not None and person.from_:
+            best = next(c for c in self.record.candidates if c.name == person.from_)
         if best is None:
             messages = designer.first_round_messages()
         else:
@@ -251,13 +305,17 @@ class Run:
             others = [{"index": c.index, "summary": self._one_line(c)}
                       for c in sorted(self.record.candidates, key=lambda c: c.key)
                       if c.iteration == it - 1 and c.key != best.key]
+            parent = self.folder.named(person.edit if person is not None and person.edit else best.name)
+            judged = self.folder.candidate(*best.key).judge
             messages = designer.refine_messages(
-                {"code": self.folder.candidate(*best.key).code(), "reflection": analysis.reflection,
+                {"code": parent.code(), "reflection": analysis.reflection,
                  "trained_steps": self._pipeline.trainer.planned_steps, "episodes": analysis.episodes},
-                analysis.feedback, others)
+                analysis.feedback, others, person=person,
+                judge=Judgement.model_validate_json(judged.read_text()).verdict if judged.is_file() else "")
         write_atomic(self.folder.prompt(it), "\n\n".join(f"## {m['role']}\n\n{m['content']}" for m in messages))
         programs = designer.propose(self.config.samples, messages, tag=self.folder.iteration(it).name,
-                                    parent=best.name if best else None)
+                                    parent=(person.edit if person is not None and person.edit else best.name)
+                                    if best else None)
 
         accepted = []
         for j, program in enumerate(programs):
@@ -302,6 +360,42 @@ class Run:
         if cause:
             parts.append(f"analysis: {cause[:200]}")
         return "; ".join(parts)
+
+    def _judge(self, llm) -> Judge | None:
+        """The vision judge's client (``config.judge``): a replayed run's replies come from its replay."""
+        cfg = self.config
+        if not cfg.judge:
+            return None
+        if cfg.replay:
+            return Judge(llm, cfg.task)
+        client = make_client(cfg.judge, api_base=cfg.judge_api_base, cache_dir=self.folder.llm_cache,
+                             log_path=self.folder.llm_log)
+        client.check_reachable()
+        spent = self._usage
+        self._usage = lambda: _add_usage(spent(), client.usage.model_dump())
+        return Judge(client, cfg.task)
+
+    def _film(self, it: int, judge: Judge | None, quiet: bool) -> None:
+        """With ``videos`` or a judge: the round's best filmed (and its stills judged), once. A video that
+        cannot be made is said and skipped: it is for review, and the run goes on without it."""
+        best = self._selector.best([c for c in self.record.candidates if c.iteration == it])
+        if best is None or not (self.config.videos or judge):
+            return
+        cand = self.folder.candidate(*best.key)
+        if cand.video.is_file() and (judge is None or cand.judge.is_file()):
+            return
+        try:
+            result = film_candidate(cand, self.config.task, stills=JUDGE_STILLS if judge else 0,
+                                    executor=self._executor, poll=self._executor.raise_if_cancelled)
+        except RenderError as exc:
+            if not quiet:
+                self.console.print(f"warning: no video of {best.name}: {exc}", markup=False)
+            return
+        if judge is not None and not cand.judge.is_file():
+            self._executor.raise_if_cancelled()
+            judgement = judge.judge(stills(cand.render, result.stills), result.frames / result.fps,
+                                    tag=f"{best.name}/judge")
+            write_atomic(cand.judge, judgement.model_dump_json(indent=1))
 
     def _record(self, rec: CandidateRecord) -> None:
         with self._lock:

@@ -10,7 +10,10 @@
                                   train/ (policy.npz, progress.jsonl, result.json, checkpoint.npz),
                                   analysis.json, rollout/, reward_eval/, measure_<steps>/ (the
                                   fitness where an allocation stopped its training)
+                                  render/ and video.mp4 (the policy filmed), judge.json (a vision model's verdict)
+    RUN/iter_03/edit/             a person's hand-edited program (refine --edit): reward.py, critic.json, probe/
     RUN/best/                     reward.py, policy.npz, analysis.json of the best candidate
+    RUN/report.html               `reward-designer report`: the run for review, its videos linked
     RUN/warp/kernels/             with sim "warp": MuJoCo Warp's kernels, compiled once for every training
 
 The loop, resume, `train` (whose --out is one CandidateFolder), and anything
@@ -30,7 +33,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .records import RunError, RunRecord, candidate_name
+from .records import RunError, RunRecord, candidate_name, edit_name
 from .sandbox import copy_output, read_output
 from .schemas import ResultEnvelope, TrainResult
 
@@ -119,6 +122,18 @@ class CandidateFolder:
     def fitness_check(self) -> Path:
         return self.path / "fitness_check"
 
+    @property
+    def render(self) -> Path:
+        return self.path / "render"  # the render worker's folder (its mp4, its stills)
+
+    @property
+    def video(self) -> Path:
+        return self.path / "video.mp4"  # the policy filmed, copied out of render/
+
+    @property
+    def judge(self) -> Path:
+        return self.path / "judge.json"  # a vision model's verdict on the video's stills
+
     # What is done.
     def attempts(self) -> int:
         return len(list(self.path.glob("attempt_*.py")))
@@ -197,6 +212,18 @@ class RunFolder:
 
     def candidate(self, iteration: int, index: int) -> CandidateFolder:
         return CandidateFolder(self.path / candidate_name(iteration, index))
+
+    def named(self, name: str) -> CandidateFolder:
+        """A candidate (or a person's edit) by the name records use: ``iter_01/cand_02``, ``iter_03/edit``."""
+        return CandidateFolder(self.path / name)
+
+    def edit(self, it: int) -> CandidateFolder:
+        """A round's hand-edited program (``refine --edit``): the critic's report on it, and its code."""
+        return CandidateFolder(self.path / edit_name(it))
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
 
     def exists(self) -> bool:
         return self.run_file.exists()

@@ -178,6 +178,9 @@ class WarmJob(_Job):
     kernels: str  # the folder to compile into, inside the worker's own
 
 
+MAX_RENDER_STEPS = 10_000  # a filmed episode's steps (the analyzer's rollouts stop there too)
+
+
 class AnalyzeJob(_Job):
     """Roll out a saved policy and measure fitness. Loads no reward program."""
 
@@ -196,7 +199,20 @@ class RewardEvalJob(_Job):
     trajectories: str
 
 
-Job = Annotated[Union[ProbeJob, TrainJob, AnalyzeJob, RewardEvalJob, WarmJob], Field(discriminator="kind")]
+class RenderJob(_Job):
+    """Roll out a saved policy and film it (an mp4, and a few stills for a vision judge). Loads no program."""
+
+    kind: Literal["render"] = "render"
+    policy: str  # path to the policy's weights
+    video: str  # the mp4 to write, inside the worker's folder
+    episodes: int = Field(default=1, ge=1, le=20)
+    max_steps: int = Field(default=1000, ge=1, le=MAX_RENDER_STEPS)  # per episode
+    width: int = Field(default=480, ge=16, le=1920)  # multiples of 16: the encoder's block size
+    height: int = Field(default=320, ge=16, le=1920)
+    stills: int = Field(default=0, ge=0, le=16)  # evenly spaced frames saved as still_NN.jpg beside the video
+
+
+Job = Annotated[Union[ProbeJob, TrainJob, AnalyzeJob, RewardEvalJob, WarmJob, RenderJob], Field(discriminator="kind")]
 
 
 class JobEnvelope(BaseModel):
@@ -289,8 +305,20 @@ class WarmResult(BaseModel):
     seconds: float = 0.0
 
 
+class RenderResult(BaseModel):
+    kind: Literal["render"] = "render"
+    ok: bool
+    error: ErrorText = ""
+    frames: int = 0
+    fps: float = 0.0
+    episode_lengths: list[int] = []
+    env_returns: list[float] = []
+    stills: Annotated[list[Annotated[str, StringConstraints(pattern=r"^still_\d\d\.jpg$")]], Field(max_length=16)] = []
+
+
 Result = Annotated[
-    Union[ProbeResult, TrainResult, AnalyzeResult, RewardEvalResult, WarmResult], Field(discriminator="kind")
+    Union[ProbeResult, TrainResult, AnalyzeResult, RewardEvalResult, WarmResult, RenderResult],
+    Field(discriminator="kind"),
 ]
 
 

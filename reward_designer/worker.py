@@ -30,6 +30,8 @@ from .schemas import (
     JobEnvelope,
     ProbeJob,
     ProbeResult,
+    RenderJob,
+    RenderResult,
     ResultEnvelope,
     RewardEvalJob,
     RewardEvalResult,
@@ -508,8 +510,61 @@ def run_reward_eval(job: RewardEvalJob, workdir: Path) -> RewardEvalResult:
     )
 
 
+KEPT_FRAMES = 64  # frames held for the stills: a long episode's every frame would not fit in memory
+
+
+def run_render(job: RenderJob, workdir: Path) -> RenderResult:
+    """Film a policy: deterministic actions, ``episodes`` episodes one after another, into one mp4.
+    Nothing untrusted runs here (a policy is weights), so the frames are drawn before confinement:
+    an EGL context needs more than the confined worker may do."""
+    import gymnasium as gym
+    import imageio.v2 as imageio
+
+    from .algorithms import load_policy
+    from .sim.gym_envs import is_mujoco
+
+    env = gym.make(job.env_id, render_mode="rgb_array", **job.env_kwargs)
+    if is_mujoco(env):  # a MuJoCo env's frame size is fixed when it is made
+        env.close()
+        env = gym.make(job.env_id, render_mode="rgb_array", width=job.width, height=job.height, **job.env_kwargs)
+    policy = load_policy(job.policy)
+    fps = float(env.metadata.get("render_fps") or 30)
+    frames, stride, lengths, returns = 0, 1, [], []
+    stills: list[np.ndarray] = []
+    try:
+        with imageio.get_writer(job.video, fps=fps, codec="libx264", pixelformat="yuv420p", quality=6,
+                                macro_block_size=16, ffmpeg_log_level="error") as video:
+            for episode in range(job.episodes):
+                obs, _ = env.reset(seed=job.seed + episode)
+                total, steps, done = 0.0, 0, False
+                while True:
+                    frame = env.render()
+                    video.append_data(frame)
+                    if frames % stride == 0:  # a thinning sample of every frame so far, for the stills
+                        stills.append(frame)
+                        if len(stills) > KEPT_FRAMES:
+                            stills, stride = stills[::2], stride * 2
+                    frames += 1
+                    if done or steps == job.max_steps:
+                        break
+                    obs, reward, terminated, truncated, _ = env.step(policy.act(obs[None], deterministic=True)[0])
+                    total, steps, done = total + float(reward), steps + 1, terminated or truncated
+                lengths.append(steps)
+                returns.append(total)
+    except Exception as exc:  # noqa: BLE001 - no GL, no encoder: said, not a traceback
+        return RenderResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        env.close()
+    names = []
+    for i, t in enumerate(np.linspace(0, len(stills) - 1, job.stills).round().astype(int) if job.stills else []):
+        names.append(f"still_{i:02d}.jpg")
+        imageio.imwrite(workdir / names[-1], stills[t], quality=80)
+    _confine()  # as every job ends
+    return RenderResult(ok=True, frames=frames, fps=fps, episode_lengths=lengths, env_returns=returns, stills=names)
+
+
 RUNNERS = {"probe": run_probe, "train": run_train, "analyze": run_analyze, "reward_eval": run_reward_eval,
-           "warm": run_warm}
+           "warm": run_warm, "render": run_render}
 
 
 def main(argv: list[str]) -> int:
