@@ -94,24 +94,23 @@ def rect_prism_tolerance(curr, zero, one) -> float:
 def quat_xyzw(xmat) -> np.ndarray:
     """A rotation matrix (9 numbers, row-major) as a quaternion (x, y, z, w), by scipy's
     ``Rotation.from_matrix(m).as_quat()`` algorithm, whose sign convention metaworld's observation has."""
-    r = np.asarray(xmat, dtype=np.float64).reshape(3, 3)
-    trace = r[0, 0] + r[1, 1] + r[2, 2]
-    decision = (r[0, 0], r[1, 1], r[2, 2], trace)
+    r00, r01, r02, r10, r11, r12, r20, r21, r22 = np.asarray(xmat, dtype=np.float64).ravel().tolist()
+    trace = r00 + r11 + r22
+    decision = (r00, r11, r22, trace)
     c = max(range(4), key=decision.__getitem__)  # the first of equal maxima, as argmax
-    q = np.empty(4)
-    if c != 3:
-        i, j, k = c, (c + 1) % 3, (c + 2) % 3
-        q[i] = 1 - trace + 2 * r[i, i]
-        q[j] = r[j, i] + r[i, j]
-        q[k] = r[k, i] + r[i, k]
-        q[3] = r[k, j] - r[j, k]
+    if c == 0:
+        q = (1 - trace + 2 * r00, r10 + r01, r20 + r02, r21 - r12)
+    elif c == 1:
+        q = (r01 + r10, 1 - trace + 2 * r11, r21 + r12, r02 - r20)
+    elif c == 2:
+        q = (r02 + r20, r12 + r21, 1 - trace + 2 * r22, r10 - r01)
     else:
-        q[:] = r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1], 1 + trace
-    return q / np.linalg.norm(q)
+        q = (r21 - r12, r02 - r20, r10 - r01, 1 + trace)
+    return np.array(q) / math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
 
 
 def _norm(v) -> float:
-    return float(np.linalg.norm(v))
+    return math.hypot(*v.tolist())
 
 
 # ------------------------------------------------------------------ tasks
@@ -221,7 +220,7 @@ class _PickPlace(_ObjectGoalTask):
         # pick-place's own caging reward. Its "initial" pad positions are views of MjData in metaworld,
         # so they are the pads' current positions: kept so, to give the same reward.
         pad_margin, xz_margin, obj_radius = 0.05, 0.005, 0.015
-        left, right = env.data.body("leftpad").xpos, env.data.body("rightpad").xpos
+        left, right = env.leftpad, env.rightpad
         right_margin = abs(abs(obj[1] - right[1]) - pad_margin)
         left_margin = abs(abs(obj[1] - left[1]) - pad_margin)
         right_caging = tolerance(obj[1] - right[1], (obj_radius, pad_margin), right_margin)
@@ -560,6 +559,11 @@ class SawyerEnv(MujocoEnv):
             if self.model.eq_type[i] == mujoco.mjtEq.mjEQ_WELD:
                 self.model.eq_data[i] = WELD_DATA[: self.model.eq_data.shape[1]]
         mujoco.mj_forward(self.model, self.data)
+        # Views into MjData (valid for its lifetime): named lookups cost microseconds each, every step.
+        body, site = self.data.body, self.data.site
+        self.hand, self.rightclaw, self.leftclaw = body("hand").xpos, body("rightclaw").xpos, body("leftclaw").xpos
+        self.leftpad, self.rightpad = body("leftpad").xpos, body("rightpad").xpos
+        self._tips = (site("rightEndEffector").xpos, site("leftEndEffector").xpos)
         self.curr_path_length = 0
         self.target_pos = np.array(t.goal_low, dtype=np.float64)
         self.obj_init_pos = self.data.body("obj").xpos.copy() if self._has_body("obj") else np.zeros(3)
@@ -592,11 +596,11 @@ class SawyerEnv(MujocoEnv):
     # -- reading the scene
     def tcp_center(self) -> np.ndarray:
         """Midpoint of the two fingertips (the 'tool centre point')."""
-        return (self.data.site("rightEndEffector").xpos + self.data.site("leftEndEffector").xpos) / 2.0
+        return (self._tips[0] + self._tips[1]) / 2.0
 
     def _frame(self) -> np.ndarray:
-        hand = self.data.body("hand").xpos
-        gap = np.linalg.norm(self.data.body("rightclaw").xpos - self.data.body("leftclaw").xpos)
+        hand = self.hand
+        gap = np.linalg.norm(self.rightclaw - self.leftclaw)
         pos, quat = self.task.objects(self)  # one object in every MT10 task: position then quaternion
         frame = np.zeros(4 + OBS_OBJ_LEN)
         frame[:3], frame[3], frame[4:7], frame[7:11] = hand, min(max(gap / 0.1, 0.0), 1.0), pos, quat
@@ -614,7 +618,7 @@ class SawyerEnv(MujocoEnv):
         """Meta-World's shared grasp shaping: the pads either side of the object in y, the fingertips
         over it in x-z, the gripper closing once both hold; ``high_density`` averages in the caging
         alone, ``medium_density`` a reach term."""
-        pad_y = np.array([self.data.body("leftpad").xpos[1], self.data.body("rightpad").xpos[1]])
+        pad_y = np.array([self.leftpad[1], self.rightpad[1]])
         pad_to_obj = np.abs(pad_y - obj_pos[1])
         margin = np.abs(np.abs(pad_y - self.obj_init_pos[1]) - pad_success_thresh)
         caging_y = hamacher(*(tolerance(pad_to_obj[i], (obj_radius, pad_success_thresh), margin[i]) for i in range(2)))
@@ -664,6 +668,8 @@ class SawyerEnv(MujocoEnv):
     def outcome(self, action: np.ndarray) -> tuple[np.ndarray, float, dict[str, float]]:
         """The observation, reward and info of the state the simulation is in, reached by ``action``
         (the second half of a step; ``prev_frame`` holds the observation's previous frame)."""
+        # A full forward pass, as metaworld's: kinematics alone would do for what is read here, but the
+        # pass's constraint solve warm-starts the next step, whose motion then differs (by ~1e-3 m in 100 steps).
         mujoco.mj_forward(self.model, self.data)
         obs = np.clip(self._get_obs(), self.observation_space.low, self.observation_space.high)
         reward, info = self.task.evaluate(self, obs, action)
