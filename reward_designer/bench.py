@@ -31,6 +31,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import math
 import threading
 import time
 from concurrent.futures import Future
@@ -540,7 +541,7 @@ def _cell(results: BenchResults, scores: Scores, task: str, method: str) -> str:
     failed = sum(1 for t in results.trainings if t.task == task and t.method == method and t.status != "trained")
     if row is None or (row.runs == 0 and not failed):
         return ""
-    text = f"{row.fitness_mean:.3f} ± {row.fitness_std:.3f}" if row.runs else "-"
+    text = f"{row.fitness_mean:.3f} ±{row.fitness_std:.3f}" if row.runs else "-"
     return text + (f" ({failed} failed)" if failed else "")
 
 
@@ -585,7 +586,8 @@ def tables(results: BenchResults, scores: Scores) -> list[Table]:
             continue
         table = Table(title=title)
         for i, col in enumerate(h):
-            table.add_column(col, no_wrap=i == 0)  # the task's or method's name, whole
+            # The task's or method's name whole; numbers folded, never cut to an ellipsis, in a narrow terminal.
+            table.add_column(col, no_wrap=i == 0, overflow="fold")
         for r in rs:
             table.add_row(*r)
         out.append(table)
@@ -653,8 +655,9 @@ def plot_fitness(results: BenchResults, scores: Scores, path: Path) -> None:
     for i, task in enumerate(tasks):
         ax = fig.add_subplot(rows, cols, i + 1)
         cells = [next((r for r in scores.per_task if r.task == task and r.method == m), None) for m in methods]
-        means = [c.fitness_mean if c and c.fitness_mean is not None else 0.0 for c in cells]
-        stds = [c.fitness_std if c and c.fitness_std is not None else 0.0 for c in cells]
+        # A method with no finished training on the task has no bar (NaN draws nothing), not a bar at 0.
+        means = [c.fitness_mean if c and c.fitness_mean is not None else math.nan for c in cells]
+        stds = [c.fitness_std if c and c.fitness_std is not None else math.nan for c in cells]
         ax.bar(range(len(methods)), means, yerr=stds, capsize=3, color=[f"C{j}" for j in range(len(methods))])
         ax.set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=7)
         ax.set_title(task, fontsize=8)
