@@ -20,6 +20,7 @@ from .program import FITNESS_ENTRY, NO_CODE, RewardProgram
 from .records import CandidateRecord
 from .runfolder import CandidateFolder, write_atomic
 from .schemas import FitnessSpec
+from .tblog import EVENTS_DIR, write_events
 from .trainer import Trainer
 
 # fix(code, findings, tag) -> a new program (None: the reply had none); the designer's fixer.
@@ -114,6 +115,7 @@ class CandidatePipeline:
                 rec.error = out.problem or out.result.error
                 return rec
             result = out.result
+            write_events(cand.progress, cand.train / EVENTS_DIR)  # for `tensorboard --logdir RUN`
         if partial and self.analyzer is not None:
             # The fitness alone, from the analyze worker (the program's process never scores itself).
             self.stop()
@@ -134,6 +136,7 @@ class CandidatePipeline:
             rec.status, rec.error = "failed", analysis.error
             return rec
         rec.fitness, rec.correlation, rec.error = analysis.fitness_mean, analysis.step_correlation, analysis.error
+        rec.hacking = list(analysis.hacking)
         return rec
 
     @staticmethod

@@ -60,6 +60,7 @@ class CandidateRecord(BaseModel):
     parent: str | None = None  # the candidate whose program this one refines
     fitness: float | None = None
     correlation: float | None = None
+    hacking: list[str] = []  # why the analyzer suspects the reward is gamed (Analysis.hacking)
     steps: int | None = None  # env steps trained
     steps_per_second: float | None = None
     train_seconds: float | None = None

@@ -57,6 +57,10 @@ class EditRejected(RunError):
         self.stage, self.findings = stage, findings
 
 
+HACKING = {"rose_alone": "its reward rose over training while the task score did not",
+           "against": "its reward was high where the task score was low"}
+
+
 def measure_description(code: str) -> str:
     """The measure's own ``# measures: ...`` line (the fitness prompt asks for one), else what it is."""
     found = re.search(r"^#\s*measures:\s*(.+)$", code, re.MULTILINE)
@@ -214,9 +218,10 @@ class Run:
         self._usage = lambda: _add_usage(usage_before, llm.usage.model_dump())
 
         try:
-            envcard = EnvCard.from_env(cfg.task.env_id, cfg.task.env_kwargs).render()
+            card = EnvCard.from_env(cfg.task.env_id, cfg.task.env_kwargs)
         except ValueError as exc:
             raise RunError(str(exc)) from None
+        envcard = card.render()
         write_atomic(folder.envcard, envcard)
         critic = Critic(cfg.task.env_id, cfg.task.env_kwargs, llm=llm if cfg.llm_critic else None,
                         task=cfg.task, envcard=envcard, seed=cfg.seed, executor=self._executor)
@@ -234,7 +239,8 @@ class Run:
         designer = Designer(llm, cfg.task, envcard)
         fitness = self._fitness(llm, designer, critic)
         analyzer = Analyzer(cfg.task.env_id, fitness, cfg.task.env_kwargs, episodes=cfg.episodes,
-                            llm=llm if cfg.llm_analysis else None, task=cfg.task, executor=self._executor)
+                            llm=llm if cfg.llm_analysis else None, task=cfg.task, card=card,
+                            executor=self._executor)
         self._pipeline = CandidatePipeline(
             critic, trainer, analyzer, fix=lambda code, findings, tag: designer.fix(code, findings, tag=tag),
             fix_attempts=cfg.fix_attempts, stop=self._executor.raise_if_cancelled)
@@ -353,8 +359,8 @@ class Run:
         parts = [f"task score {rec.fitness:.3g}"]
         if analysis is not None and analysis.components:
             parts.append("components " + ", ".join(c.name for c in analysis.components))
-        if analysis is not None and analysis.hacking_suspect:
-            parts.append("its reward rose without the task score: reward hacking suspected")
+        if analysis is not None:
+            parts += [HACKING[reason] + ": reward hacking suspected" for reason in analysis.hacking]
         cause = next((line.strip(" -*") for line in (analysis.feedback if analysis else "").splitlines()
                       if line.strip(" -*")), "")
         if cause:
@@ -433,6 +439,6 @@ class Run:
                 "" if c.fitness is None else f"{c.fitness:.3f}",
                 "" if c.correlation is None else f"{c.correlation:.2f}",
                 "" if c.steps_per_second is None else f"{c.steps_per_second:.0f}",
-                c.note()[:80],
+                ("reward hacking suspected; " if c.hacking else "") + c.note()[:80],
             )
         return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from concurrent.futures import Future
@@ -78,6 +79,7 @@ class FakeExecutor:
     def train(job, workdir):
         score = float(re.search(r"SCORE = ([-\d.]+)", job.code).group(1))
         np.savez(workdir / "policy.npz", score=score)
+        (workdir / "progress.jsonl").write_text(json.dumps({"global_step": job.total_steps, "fitness": score}) + "\n")
         result = TrainResult(ok=True, steps=job.total_steps, seconds=1.0, steps_per_second=float(job.total_steps),
                              policy=str(workdir / "policy.npz"))
         (workdir / "result.json").write_text(ResultEnvelope(result=result).model_dump_json())

@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from fake_executor import FakeExecutor, program
+from test_tblog import read_scalars
 from reward_designer import design, load_task
 from reward_designer.executor import Cancelled, LocalExecutor, core_sets, parallel
 from reward_designer.records import RunError
@@ -49,6 +50,8 @@ def test_a_fake_executor_drives_a_whole_design_loop_without_sandboxes(tmp_path):
     assert "SCORE = 3.0" not in round_two  # ... as the critic passed it, after its fix
     assert (tmp_path / "run" / "best" / "reward.py").read_text().count("SCORE = 4.0") == 1
     assert fake.jobs.count("train") == 4 and "warm" not in fake.jobs
+    events = tmp_path / "run" / "iter_01" / "cand_01" / "train" / "tensorboard"
+    assert read_scalars(events)["fitness"] == [(2048, 4.0)]  # `tensorboard --logdir RUN` shows every training
     assert seconds < 60, f"the whole loop took {seconds:.0f} s"
 
     # The folder, read through RunFolder, holds what the record says; resuming repeats no job.
@@ -183,3 +186,18 @@ def test_the_refine_prompt_has_a_line_on_every_other_candidate_of_the_last_round
     assert others[0].startswith("- candidate 0: rejected by the critic (probe): ") and "broken" in others[0]
     assert others[1] == "- candidate 1: task score 1; components r; analysis: keep going"
     assert len(others) == 2  # the best (candidate 2) is the program shown, not a line
+
+
+def test_the_summary_flags_a_candidate_whose_reward_is_suspected_of_being_gamed(tmp_path):
+    from rich.console import Console
+
+    from reward_designer.records import CandidateRecord, RunConfig, RunRecord
+
+    gamed = CandidateRecord(iteration=1, index=0, status="trained", fitness=0.01, hacking=["rose_alone"])
+    honest = CandidateRecord(iteration=1, index=1, status="trained", fitness=3.0)
+    record = RunRecord(config=RunConfig(task=load_task("pendulum-upright")), candidates=[gamed, honest], best=honest)
+    console = Console(record=True, width=200)
+    console.print(Run(tmp_path, record).summary_table())
+    rows = {line.split()[1]: line for line in console.export_text().splitlines() if "iter_01/cand_0" in line}
+    assert "reward hacking suspected" in rows["iter_01/cand_00"]
+    assert "reward hacking suspected" not in rows["iter_01/cand_01"]
