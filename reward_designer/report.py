@@ -37,7 +37,7 @@ from .runfolder import CandidateFolder, RunFolder, write_atomic
 from .selection import SELECTORS
 from .trainer import read_progress
 
-MAX_CURVE_POINTS = 200  # per series: a curve drawn finer than the page shows is only bytes
+MAX_CURVE_POINTS = 120  # per series: a curve drawn finer than the page shows is only bytes
 MAX_PROMPT_CHARS = 60_000  # a round's prompt shown whole up to this (the env card is most of it)
 
 
@@ -109,9 +109,20 @@ def _thin(xs: list, keep: int = MAX_CURVE_POINTS) -> list:
     return [xs[round(i * step)] for i in range(keep)]
 
 
-def curves(rows: list[dict]) -> Markup | None:
-    """The training log as an inline SVG: the task's fitness per episode (left) and the reward and each
-    of its components per step (right), over env steps."""
+def _inline(svg: str, prefix: str) -> str:
+    """matplotlib's SVG made fit to sit among others in one page: no prolog, no metadata, its ids
+    prefixed (each figure names its tick marks alike), coordinates to 0.1 pt, whitespace folded."""
+    svg = svg[svg.index("<svg"):]
+    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
+    svg = re.sub(r'<g id="[^"]*"', "<g", svg)  # a group's id is never referred to
+    svg = re.sub(r'(\bid="|xlink:href="#|url\(#)', lambda m: m.group(1) + prefix, svg)
+    svg = re.sub(r'="[^"]*"', lambda m: re.sub(r"(\d\.\d)\d+", r"\1", m.group(0)), svg)  # attributes, not labels
+    return re.sub(r"\s*\n\s*", " ", svg)
+
+
+def curves(rows: list[dict], prefix: str = "c-") -> Markup | None:
+    """The training log as an inline SVG (its ids start with ``prefix``): the task's fitness per episode
+    (left) and the reward and each of its components per step (right), over env steps."""
     rows = _thin([r for r in rows if "global_step" in r])
     if len(rows) < 2:
         return None
@@ -122,7 +133,8 @@ def curves(rows: list[dict]) -> Markup | None:
 
     steps = [r["global_step"] for r in rows]
     series = {"reward": "train_reward_mean", **{k[len("component/"):]: k for k in rows[-1] if k.startswith("component/")}}
-    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "report", "font.size": 8,
+    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "report", "font.size": 8, "path.simplify_threshold": 0.5,
+                         "font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans"],
                          "axes.spines.top": False, "axes.spines.right": False}):
         fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 2.5), layout="constrained")
         fit = [(s, r["fitness"]) for s, r in zip(steps, rows) if "fitness" in r]
@@ -142,8 +154,7 @@ def curves(rows: list[dict]) -> Markup | None:
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
         plt.close(fig)
-    svg = buf.getvalue()
-    return Markup(svg[svg.index("<svg"):])  # inline: no XML prolog, no doctype
+    return Markup(_inline(buf.getvalue(), prefix))
 
 
 def _hacking(a: Analysis) -> list[str]:
@@ -165,7 +176,7 @@ def _candidate(folder: RunFolder, rec: CandidateRecord) -> CandidateView:
             view.diff, view.diff_stats = d
     if view.analysis is not None:
         view.hacking = _hacking(view.analysis)
-    view.curves = curves(read_progress(cand.progress))
+    view.curves = curves(read_progress(cand.progress), prefix=f"{view.anchor}-")
     if cand.video.is_file():
         view.video = cand.video.relative_to(folder.path).as_posix()
     return view

@@ -215,6 +215,8 @@ def test_the_report_opens_in_a_browser_with_code_diffs_curves_and_videos(reviewe
     for v in videos:
         assert iio.imread(folder / v["src"], index=0).shape == (320, 480, 3)  # beside the page, and playable
     assert len(seen.of("svg")) >= 2  # a candidate's training curves each
+    ids = [a["id"] for _, a in seen.tags if "id" in a]
+    assert len(ids) == len(set(ids))  # each inline figure's tick marks are its own
     assert len(seen.of("div", "hl")) >= 4  # code and diffs, highlighted at build time
     assert not seen.of("script") and not [a for t, a in seen.tags if t == "link"]  # nothing to fetch or run
     text = dom.stdout
