@@ -16,8 +16,9 @@ def foot_clearance(state):
 
 def compute_reward(state, action):
     torso = state.body("torso")
-    # Staying up lets it jump again: each jump is another try at the height.
-    alive = torch.ones_like(torso.pos[:, 0])
+    # A small bonus for staying up: each jump is another try at the height, but standing still all episode
+    # must not pay more than jumping.
+    alive = 0.1 * torch.ones_like(torso.pos[:, 0])
     height = 20.0 * foot_clearance(state).clamp(min=0.0)
     launch = 0.5 * torso.linvel[:, 2].clamp(min=0.0)
     effort = -1e-3 * (action**2).sum(dim=-1)
