@@ -48,7 +48,8 @@ def compute_reward(state, action):
 """
 FEEDBACK = "keep the cart near the middle of the rail"
 VERDICT = "VERDICT: partly. SEEN: the pole tips over within a second while the cart slides right."
-ANALYSIS = "- The pole falls within a few steps: weight the angle more."
+# Words from an LLM land in the page as text: this one's markup must neither run nor break the page.
+ANALYSIS = "- The pole falls within a few steps: weight the angle more. </pre><script>console.error('ran')</script>"
 CONFIG = dict(iterations=1, samples=1, train_steps=512, episodes=1, device="cpu", ppo={"num_envs": 4, "num_steps": 64})
 
 
@@ -223,6 +224,17 @@ def test_the_report_opens_in_a_browser_with_code_diffs_curves_and_videos(reviewe
     assert "centred" in text and "Diff against iter_02/edit" in text and "Round 2" in text
     assert FEEDBACK in text and "VERDICT: partly" in text and ANALYSIS.strip("- ")[:20] in text
     assert "★ best" in text
+
+
+def test_a_render_worker_cannot_point_the_parent_at_another_file():
+    from pydantic import ValidationError
+
+    from reward_designer.schemas import RenderResult
+
+    assert RenderResult(ok=True, stills=["still_00.jpg", "still_07.jpg"]).stills == ["still_00.jpg", "still_07.jpg"]
+    for name in ("../../run.json", "/etc/passwd", "still_00.jpg/../x", "still_0.jpg"):
+        with pytest.raises(ValidationError):
+            RenderResult(ok=True, stills=[name])
 
 
 def test_a_report_of_no_run_is_one_line():
