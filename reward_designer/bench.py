@@ -614,7 +614,7 @@ def results_markdown(results: BenchResults, scores: Scores) -> str:
     cfg = results.config
     head, rows, agg_head, agg_rows = table_rows(results, scores)
     designer = "" if "designed" not in cfg.methods else (
-        f"; designer {cfg.model or 'none'}, {cfg.iterations} iterations x {cfg.samples} samples")
+        f"; designer {cfg.model or 'replayed replies'}: iterations {cfg.iterations}, samples {cfg.samples}")
     parts = [
         "# Benchmark results",
         f"Methods {', '.join(cfg.methods)}; seeds {', '.join(map(str, cfg.seeds))}; {cfg.episodes} evaluation "
@@ -631,7 +631,8 @@ def results_markdown(results: BenchResults, scores: Scores) -> str:
     if results.designs:
         parts += ["## Design searches", _markdown_table(USAGE_HEAD, _usage_rows(results))]
     if cfg.replay and "designed" in cfg.methods:
-        parts.append(REPLAY_NOTE.format(replay=cfg.replay).capitalize() + ".")
+        note = REPLAY_NOTE.format(replay=cfg.replay)
+        parts.append(note[0].upper() + note[1:] + ".")
     failed = [t for t in results.trainings if t.status != "trained"]
     if failed:
         parts += ["## Trainings that did not finish",
