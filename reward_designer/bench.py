@@ -224,7 +224,10 @@ def make_executor(config: BenchConfig) -> Executor:
     kwargs = {"slots": config.workers, "require_sandbox": config.require_sandbox}
     if config.address is not None:
         kwargs["address"] = config.address
-    return EXECUTORS[config.executor](**kwargs)
+    try:
+        return EXECUTORS[config.executor](**kwargs)
+    except (ConnectionError, ImportError, RuntimeError, ValueError) as exc:  # no cluster at --address, no Ray
+        raise RunError(f"executor {config.executor}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
 
 
 class Bench:
