@@ -187,6 +187,24 @@ def test_a_design_search_that_finds_nothing_is_recorded_and_the_other_methods_st
     assert expert.status == "trained" and expert.fitness == ENV_SCORE
 
 
+def test_scores_clip_for_averaging_keep_the_raw_value_and_leave_out_what_is_undefined():
+    from reward_designer.scores import score
+
+    runs = {("same", "sparse"): {0: 1.0, 1: 1.0}, ("same", "expert"): {0: 1.0, 1: 1.0},  # equal anchors
+            ("same", "designed"): {0: 2.0, 1: 2.0},
+            ("far", "sparse"): {0: 0.0, 1: 0.0}, ("far", "expert"): {0: 2.0, 1: 2.0},
+            ("far", "designed"): {0: 8.0, 1: 8.0},  # 4x the expert's gain: 4.0 raw, 3.0 clipped
+            ("short", "sparse"): {0: 0.0, 1: 0.0}, ("short", "expert"): {0: 1.0, 1: 1.0},
+            ("short", "designed"): {0: 0.5}}  # seed 1 failed
+    scores = score(runs, ["same", "far", "short"], ["designed", "expert", "sparse"], [0, 1])
+    norm = {(r.task, r.method): r.normalized for r in scores.per_task}
+    assert norm[("same", "designed")] is None and norm[("far", "designed")] == 4.0 and norm[("short", "designed")] == 0.5
+    designed = next(a for a in scores.aggregates if a.method == "designed")
+    assert designed.tasks == 1 and designed.mean == designed.iqm == 3.0  # only "far" has the anchors and every seed
+    assert designed.at_or_above_expert == 2 / 3 and designed.compared == 3
+    assert scores.profile.share["designed"][0] == 1.0 and scores.profile.share["designed"][-1] == 0.0
+
+
 def test_bad_input_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(RunError, match="unknown method nope"):
         run_bench(tmp_path / "a", suite="smoke", methods="expert,nope", executor=ScoringExecutor())
