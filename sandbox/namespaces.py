@@ -39,7 +39,7 @@ SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/li
 GPU_DEVICES = ("/dev/nvidia*", "/dev/dri")
 # The packages a worker imports; the task cards in reward_designer.envs are hidden (hidden fitness).
 PACKAGES = ("reward_designer", "reward_designer.sandbox", "reward_designer.envs", "reward_designer.prompts")
-HIDDEN_IN_PACKAGES = {"reward_designer.envs": ("*.yaml", "*.yml")}
+HIDDEN_IN_PACKAGES = {"reward_designer.envs": ("*.yaml", "*.yml", "*.expert.py")}  # cards, their fitness and experts
 
 
 def is_root() -> bool:
