@@ -360,18 +360,19 @@ def _require_sandbox(required: bool) -> None:
 # ------------------------------------------------------------------- tasks
 @app.command()
 def tasks() -> None:
-    """List the task cards in envs/."""
-    from .tasks import list_tasks
+    """List the task cards in envs/: their suites, and their anchors (each method's measured fitness)."""
+    from .tasks import card_suites, list_tasks
 
     cards = list_tasks()
     table = Table()
     # A name is what `design` takes: it is never cut; the other columns fold to make room.
     table.add_column("name", no_wrap=True, min_width=max((len(t.name) for t in cards), default=4))
-    table.add_column("env", overflow="fold")
-    table.add_column("task", overflow="fold")
-    table.add_column("fitness", overflow="fold")
+    for column in ("env", "suites", "task", "fitness", "anchors"):
+        table.add_column(column, overflow="fold")
     for t in cards:
-        table.add_row(t.name, t.env_id, t.description, t.fitness.description if t.fitness else "")
+        anchors = ", ".join(f"{method} {a.mean:.3g}±{a.std:.2g}" for method, a in t.anchors.items())
+        table.add_row(t.name, t.env_id, " ".join(card_suites(t)), t.description,
+                      t.fitness.description if t.fitness else "", anchors or "not measured")
     out.print(table)
 
 

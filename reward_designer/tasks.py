@@ -147,15 +147,17 @@ def list_tasks() -> list[TaskSpec]:
 
 
 # ------------------------------------------------------------------ suites and experts
+def card_suites(card: TaskSpec) -> list[str]:
+    """The suites a card is in: its own, and ``standard`` unless it is a ``smoke`` card."""
+    return [*card.suites, *([] if SMOKE_SUITE in card.suites else [IMPLICIT_SUITE])]
+
+
 def list_suites() -> dict[str, list[str]]:
     """Each suite's shipped card names, sorted; ``standard`` holds every card outside ``smoke``."""
     suites: dict[str, list[str]] = {IMPLICIT_SUITE: []}
     for name in sorted(_cards()):
-        card = load_task(name)
-        for suite in card.suites:
+        for suite in card_suites(load_task(name)):
             suites.setdefault(suite, []).append(name)
-        if SMOKE_SUITE not in card.suites:
-            suites[IMPLICIT_SUITE].append(name)
     return dict(sorted(suites.items()))
 
 

@@ -92,3 +92,17 @@ def test_a_huge_task_or_a_bad_replay_file_is_one_line(tmp_path):
     for path, said in ((bomb, "expands to over"), (latin, "not UTF-8")):
         result = invoke("design", "pendulum-upright", "--replay", path, "--out", tmp_path / path.stem, *SMALL)
         assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output
+
+
+def test_tasks_lists_every_card_with_its_suites_and_anchors(tmp_path, monkeypatch):
+    from reward_designer.tasks import list_tasks
+
+    monkeypatch.setenv("COLUMNS", "200")
+    result = invoke("tasks")
+    assert result.exit_code == 0
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 3}
+    cards = list_tasks()
+    assert all(card.name in rows for card in cards) and len(cards) >= 20
+    assert "smoke" in rows["pendulum-upright"] and "standard" not in rows["pendulum-upright"]
+    assert "locomotion" in rows["hopper-hop"] and "standard" in rows["hopper-hop"]
+    assert all("not measured" in rows[c.name] for c in cards if not c.anchors)
