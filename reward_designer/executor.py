@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 from .jobs import JobOutcome, run_job
-from .ray_executor import RayExecutor
 from .sandbox import Limits
 from .schemas import Job
 
@@ -122,7 +121,14 @@ class LocalExecutor:
             self._free.put(cores)
 
 
-EXECUTORS: dict[str, type] = {"local": LocalExecutor, "ray": RayExecutor}
+def _ray(**kwargs) -> Executor:
+    from .ray_executor import RayExecutor  # when asked for: Ray is an optional extra
+
+    return RayExecutor(**kwargs)
+
+
+# name -> a class or factory taking the executor's keyword arguments
+EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor, "ray": _ray}
 
 
 def parallel(executor: Executor, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:

@@ -20,6 +20,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from .executor import Cancelled
 from .jobs import JobOutcome
 from .sandbox import Limits
 
@@ -77,8 +78,6 @@ class RayExecutor:
         self._cancelled.set()
 
     def raise_if_cancelled(self) -> None:
-        from .executor import Cancelled  # here: executor.py registers this class
-
         if self._cancelled.is_set():
             raise Cancelled("stopped")
 
