@@ -1,8 +1,9 @@
 """The `reward-designer` command.
 
 Exit codes: 0 success; 1 the critic rejected the reward program, for any
-reason, a syntax error included (`check`, `train`), training failed (`train`)
-or no candidate survived (`design`, `resume`); 2 bad input that is not the
+reason, a syntax error included (`check`, `train`, `refine --edit`), training
+failed (`train`), a policy could not be filmed (`play`) or no candidate
+survived (`design`, `resume`, `refine`); 2 bad input that is not the
 program under test (a missing or unreadable file, a flag, a task card, a
 fitness file) or configuration, or an LLM error that retries could not get
 past (one line on stderr); 130 interrupted.
@@ -583,8 +584,10 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="The run folder.")],
     videos: Annotated[bool, typer.Option("--videos", help="First film each round's best policy that has no video yet.")] = False,
 ) -> None:
-    """Write the run as one HTML file for review (RUN/report.html) and print its path: the candidates,
-    their code and diffs, the critic's and the analyzer's words, training curves, the round-best videos."""
+    """Write the run as one HTML page for review (RUN/report.html) and print its path.
+
+    Every candidate's code and diff, the critic's and the analyzer's words, the training curves, and
+    each round's best as a video (files beside the page)."""
     from .report import build, film_round_bests
     from .runfolder import RunFolder
 
@@ -606,8 +609,9 @@ def play(
     episodes: Annotated[int, typer.Option(min=1, max=20, help="Episodes filmed, one after another.")] = 1,
     out: Annotated[Optional[Path], typer.Option(help="The mp4 to write. Default: the candidate's video.mp4 in the run.")] = None,
 ) -> None:
-    """Film a trained policy to an mp4, headless (MUJOCO_GL=egl), in a sandboxed worker that loads the
-    policy and no reward program. Prints the file's path."""
+    """Film a trained policy to an mp4 and print its path.
+
+    Headless (MUJOCO_GL=egl), in a sandboxed worker that loads the policy and no reward program."""
     import tempfile
 
     from .executor import LocalExecutor
@@ -640,9 +644,10 @@ def refine(
     edit: Annotated[Optional[Path], typer.Option(help="A reward program you edited by hand: the round refines it once the critic passes it (exit 1 if not).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
 ) -> None:
-    """One more round steered by you: your feedback in the designer's prompt, from the best program,
-    another candidate (--from) or your own edit (--edit). Recorded in run.json, shown by `report`;
-    a stopped refine continues with `resume`."""
+    """One more round steered by your feedback, from the best program, another (--from) or your edit (--edit).
+
+    Your words go into the designer's prompt; they are recorded in run.json and shown by `report`. A
+    stopped refine continues with `resume`."""
     from .run import EditRejected, Run
 
     text = (feedback or "").strip()

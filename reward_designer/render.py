@@ -32,8 +32,8 @@ def film(env_id: str, env_kwargs: dict, policy: Path, workdir: Path, *, episodes
          stills: int = 0, max_steps: int = 1000, executor: Executor | None = None,
          poll: Callable[[], None] | None = None) -> JobOutcome:
     """Film ``policy`` in a worker confined to ``workdir``: ``workdir/video.mp4`` and ``stills`` frames
-    (``RenderResult.stills``, beside it). ``seed``: the analyzer's, so the first episode filmed
-    starts where its evaluation's first does."""
+    (``RenderResult.stills``, beside it). ``seed``: the first episode's (episode i: seed + i); by
+    default the analyzer's evaluation seed."""
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless: a worker has no display (its env passes this on)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -64,5 +64,12 @@ def film_candidate(cand: CandidateFolder, task: TaskSpec, *, out: Path | None = 
 
 
 def stills(workdir: Path, names: list[str]) -> list[bytes]:
-    """The JPEG stills a render worker wrote, read through the sandbox's safe reader."""
-    return [read_output(Path(workdir) / name, MAX_STILL_BYTES) for name in names]
+    """The JPEG stills a render worker wrote, read through the sandbox's safe reader (one that is not
+    a plain file is left out)."""
+    out = []
+    for name in names:
+        try:
+            out.append(read_output(Path(workdir) / name, MAX_STILL_BYTES))
+        except OSError:
+            continue
+    return out

@@ -27,13 +27,13 @@ import jinja2
 from markupsafe import Markup
 from pydantic import BaseModel, ValidationError
 
-from .analyzer import AGAINST, Analysis
+from .analyzer import AGAINST, Analysis, thin
 from .critic import CriticReport
-from .judge import Judgement
 from .executor import LocalExecutor
+from .judge import Judgement
 from .records import CandidateRecord, Feedback, RunRecord
 from .render import RenderError, film_candidate
-from .runfolder import CandidateFolder, RunFolder, write_atomic
+from .runfolder import RunFolder, write_atomic
 from .selection import SELECTORS
 from .trainer import read_progress
 
@@ -102,13 +102,6 @@ def diff(parent: str, code: str, parent_name: str, name: str) -> tuple[Markup, s
     return highlight("\n".join(lines) + "\n", "diff"), f"+{added} -{removed}"
 
 
-def _thin(xs: list, keep: int = MAX_CURVE_POINTS) -> list:
-    if len(xs) <= keep:
-        return xs
-    step = (len(xs) - 1) / (keep - 1)
-    return [xs[round(i * step)] for i in range(keep)]
-
-
 def _inline(svg: str, prefix: str) -> str:
     """matplotlib's SVG made fit to sit among others in one page: no prolog, no metadata, its ids
     prefixed (each figure names its tick marks alike), coordinates to 0.1 pt, whitespace folded."""
@@ -123,7 +116,7 @@ def _inline(svg: str, prefix: str) -> str:
 def curves(rows: list[dict], prefix: str = "c-") -> Markup | None:
     """The training log as an inline SVG (its ids start with ``prefix``): the task's fitness per episode
     (left) and the reward and each of its components per step (right), over env steps."""
-    rows = _thin([r for r in rows if "global_step" in r])
+    rows = thin([r for r in rows if "global_step" in r], MAX_CURVE_POINTS)
     if len(rows) < 2:
         return None
     import matplotlib
