@@ -33,7 +33,6 @@ import io
 import json
 import math
 import threading
-import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable, Iterable, Literal, NamedTuple

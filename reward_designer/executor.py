@@ -81,20 +81,18 @@ def available_cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-class LocalExecutor:
-    """Jobs in sandboxed worker processes on this machine, ``slots`` at once, each on its own cores."""
+class PooledExecutor:
+    """What every executor here shares: ``slots`` threads, each waiting on one job at a time
+    (``_run``, a subclass's), and the cancel flag they all check."""
 
-    def __init__(self, slots: int = 1, require_sandbox: bool = False, cores: list[int] | None = None):
+    def __init__(self, slots: int, require_sandbox: bool, thread_name: str):
         self.slots, self.require_sandbox = slots, require_sandbox
-        self._free: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
-        for cores_of_one in core_sets(slots, cores or available_cores()):
-            self._free.put(cores_of_one)
-        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="job")
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=thread_name)
         self._cancelled = threading.Event()
 
     def submit(self, job, workdir, limits, *, poll=None, read_only=()) -> Future[JobOutcome]:
         self.raise_if_cancelled()
-        return self._pool.submit(self._run, job, Path(workdir), limits, poll, tuple(read_only))
+        return self._pool.submit(self._run, job, Path(workdir).resolve(), limits, poll, tuple(read_only))
 
     def run(self, job, workdir, limits, *, poll=None, read_only=()) -> JobOutcome:
         return self.submit(job, workdir, limits, poll=poll, read_only=read_only).result()
@@ -105,6 +103,19 @@ class LocalExecutor:
     def raise_if_cancelled(self) -> None:
         if self._cancelled.is_set():
             raise Cancelled("stopped")
+
+    def _run(self, job, workdir: Path, limits: Limits, poll, read_only: tuple) -> JobOutcome:
+        raise NotImplementedError
+
+
+class LocalExecutor(PooledExecutor):
+    """Jobs in sandboxed worker processes on this machine, ``slots`` at once, each on its own cores."""
+
+    def __init__(self, slots: int = 1, require_sandbox: bool = False, cores: list[int] | None = None):
+        super().__init__(slots, require_sandbox, "job")
+        self._free: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+        for cores_of_one in core_sets(slots, cores or available_cores()):
+            self._free.put(cores_of_one)
 
     def _run(self, job, workdir, limits, poll, read_only) -> JobOutcome:
         def watched() -> None:

@@ -16,11 +16,9 @@ its node gives the Ray worker process.
 from __future__ import annotations
 
 import socket
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from .executor import Cancelled
+from .executor import PooledExecutor
 from .jobs import JobOutcome
 from .sandbox import Limits
 
@@ -44,7 +42,7 @@ def _on_node(job_json: str, workdir: str, limits_json: str, require_sandbox: boo
     return outcome.model_dump_json()
 
 
-class RayExecutor:
+class RayExecutor(PooledExecutor):
     """Jobs as Ray tasks on a cluster (``address``: "auto", "ray://host:10001"; None: the Ray already
     started in this process, else a new local one), ``slots`` at once."""
 
@@ -56,30 +54,15 @@ class RayExecutor:
             raise ImportError("the Ray executor needs Ray: pip install 'reward-designer[ray]'") from None
         if not ray.is_initialized():
             ray.init(address=address, log_to_driver=False)
-        self.slots, self.require_sandbox, self.cpus_per_job = slots, require_sandbox, cpus_per_job
+        super().__init__(slots, require_sandbox, "ray-job")
+        self.cpus_per_job = cpus_per_job
         self._task = ray.remote(max_retries=0)(_on_node)  # a retried training would start over: say it failed
-        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="ray-job")
-        self._cancelled = threading.Event()
 
     @property
     def gpus(self) -> float:
         import ray
 
         return ray.cluster_resources().get("GPU", 0.0)
-
-    def submit(self, job, workdir, limits, *, poll=None, read_only=()) -> Future[JobOutcome]:
-        self.raise_if_cancelled()
-        return self._pool.submit(self._run, job, Path(workdir).resolve(), limits, poll, tuple(read_only))
-
-    def run(self, job, workdir, limits, *, poll=None, read_only=()) -> JobOutcome:
-        return self.submit(job, workdir, limits, poll=poll, read_only=read_only).result()
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-
-    def raise_if_cancelled(self) -> None:
-        if self._cancelled.is_set():
-            raise Cancelled("stopped")
 
     def _run(self, job, workdir: Path, limits: Limits, poll, read_only) -> JobOutcome:
         import ray

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from reward_designer.tasks import (EXPERT_ENV, SMOKE_SUITE, TaskError, card_file, expert_code, list_suites,
-                                   list_tasks, load_task, resolve_cards, suite_cards)
+                                   list_tasks, resolve_cards, suite_cards)
 
 CARDS = {t.name: t for t in list_tasks()}
 NAMES = sorted(CARDS)
