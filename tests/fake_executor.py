@@ -75,9 +75,12 @@ class FakeExecutor:
                            components=components, component_sum_gap=0.0 if components else None,
                            reward_mean=0.5, reward_std=0.1, ms_per_call=0.1)
 
+    def train(self, job, workdir):
+        return self.trained_to(float(re.search(r"SCORE = ([-\d.]+)", job.code).group(1)), job, workdir)
+
     @staticmethod
-    def train(job, workdir):
-        score = float(re.search(r"SCORE = ([-\d.]+)", job.code).group(1))
+    def trained_to(score: float, job, workdir):
+        """What a training that reached ``score`` leaves: its policy, log and result."""
         np.savez(workdir / "policy.npz", score=score)
         (workdir / "progress.jsonl").write_text(json.dumps({"global_step": job.total_steps, "fitness": score}) + "\n")
         result = TrainResult(ok=True, steps=job.total_steps, seconds=1.0, steps_per_second=float(job.total_steps),
@@ -87,7 +90,8 @@ class FakeExecutor:
 
     @staticmethod
     def analyze(job, workdir):
-        score = float(np.load(job.policy)["score"])
+        with np.load(job.policy) as saved:  # a policy no fake trained (an untrained network) scores 0
+            score = float(saved["score"]) if "score" in saved.files else 0.0
         np.savez(job.record, episodes=job.episodes)
         episode = EpisodeStats(fitness=score, length=3, terminated=False, env_return=0.0, step_fitness=[score / 3] * 3)
         return AnalyzeResult(ok=True, episodes=[episode] * job.episodes)

@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 
 from reward_designer.bench import DESIGN_SEED, SPARSE_REWARD, bench_report, load_results, resume_bench, run_bench
 from reward_designer.records import RunError
-from reward_designer.schemas import AnalyzeResult, EpisodeStats, ResultEnvelope, TrainResult
 
 ENV_SCORE, EXPERT_PROGRAM_SCORE, SPARSE_SCORE = 2.0, 2.5, 1.0
 SEED_STEP = 0.01  # each seed scores a little more, so seeds differ and the search's own seed stands out
@@ -50,19 +49,7 @@ class ScoringExecutor(FakeExecutor):
         score += SEED_STEP * job.seed
         with self._lock:
             self.trained.append((job.env_id, job.seed))
-        np.savez(workdir / "policy.npz", score=score)
-        result = TrainResult(ok=True, steps=job.total_steps, seconds=1.0, steps_per_second=float(job.total_steps),
-                             policy=str(workdir / "policy.npz"))
-        (workdir / "result.json").write_text(ResultEnvelope(result=result).model_dump_json())
-        return result
-
-    @staticmethod
-    def analyze(job, workdir):
-        with np.load(job.policy) as saved:  # the random method's policy is a real, untrained network: 0
-            score = float(saved["score"]) if "score" in saved.files else 0.0
-        np.savez(job.record, episodes=job.episodes)
-        episode = EpisodeStats(fitness=score, length=3, terminated=False, env_return=0.0, step_fitness=[score / 3] * 3)
-        return AnalyzeResult(ok=True, episodes=[episode] * job.episodes)
+        return self.trained_to(score, job, workdir)
 
 
 METHODS = "designed,expert,sparse,random"

@@ -70,7 +70,7 @@ def test_a_cancelled_executor_stops_the_run_and_a_fresh_one_resumes_it(tmp_path)
             if self.jobs.count("train") == 2:
                 self.cancel()
                 self.raise_if_cancelled()
-            return FakeExecutor.train(job, workdir)
+            return super().train(job, workdir)
 
     replayed = replies(tmp_path, [program(1.0), program(2.0)])
     with pytest.raises(Cancelled):
