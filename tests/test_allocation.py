@@ -84,7 +84,7 @@ class Checkpointing(FakeExecutor):
         start = int(np.load(job.resume_from)["global_step"]) if job.resume_from else 0
         end = min(job.stop_at_steps or job.total_steps, job.total_steps)
         assert end > start, "a training was asked for steps it already had"
-        result = FakeExecutor.train(job, workdir)
+        result = super().train(job, workdir)
         result = result.model_copy(update={"steps": end, "complete": end == job.total_steps,
                                            "resumed_at": start or None})
         (Path(workdir) / "result.json").write_text(ResultEnvelope(result=result).model_dump_json())
