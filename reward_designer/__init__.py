@@ -23,7 +23,7 @@ _LAZY = {
     "RewardProgram": "program", "extract_code": "program",
     "Critic": "critic", "CriticReport": "critic",
     "Trainer": "trainer",
-    "Analyzer": "analyzer", "Analysis": "analyzer",
+    "Analyzer": "analyzer", "Analysis": "records",
     "Run": "run", "RunConfig": "records", "RunRecord": "records", "CandidateRecord": "records",
     "RunFolder": "runfolder", "CandidatePipeline": "pipeline",
     "Executor": "executor", "LocalExecutor": "executor",

@@ -16,64 +16,21 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
-from pydantic import BaseModel
 
 from . import templates
 from .envcard import EnvCard
 from .executor import Executor, LocalExecutor
+from .records import AGAINST, Analysis, ComponentStat
 from .sandbox import Limits, copy_output, read_output
 from .schemas import AnalyzeJob, FitnessSpec, RewardEvalJob, TaskSpec
-from .trainer import read_progress
+from .trainer import read_progress, thin
 
 # A recorded rollout read here (written by a worker that ran the fitness): at most this much, packed
 # or unpacked.
 MAX_RECORD_BYTES = 256 << 20
-
-
-class ComponentStat(BaseModel):
-    name: str
-    mean: float  # per step, over every step of the evaluation episodes
-    thirds: list[float]  # the same over the first, middle and last third of each episode's steps
-
-
-class Analysis(BaseModel):
-    ok: bool
-    error: str = ""
-    episodes: int = 0
-    fitness: list[float] = []
-    fitness_mean: float | None = None  # None: not measured
-    fitness_std: float = 0.0
-    length_mean: float = 0.0
-    terminated: int = 0
-    env_return_mean: float = 0.0
-    reward_mean: float = 0.0
-    reward_nonfinite: int = 0  # evaluation steps where the reward was NaN or infinite
-    step_correlation: float | None = None  # reward vs fitness, per step; None where either is constant
-    components: list[ComponentStat] = []
-    training_curve: list[dict] = []  # a few rows of the training log (fitness, components over steps)
-    trained_steps: int | None = None  # env steps of the training (its log's last row)
-    # Over the first and the last third of the training log: the reward per step, the fitness per episode.
-    train_reward: list[float] = []
-    train_fitness: list[float] = []
-    # Why reward hacking is suspected ([] where it is not): over training the reward rose while the
-    # fitness did not; over the evaluation steps the reward falls where the fitness rises.
-    hacking: list[Literal["rose_alone", "against"]] = []
-    # Terminated episodes per termination check that fired at their last step (the card's cause texts);
-    # empty where the env's checks are not known.
-    termination_causes: dict[str, int] = {}
-    feedback: str = ""  # the LLM's failure analysis and suggestions, when asked
-    reflection: str = ""  # the numbers, as the designer reads them
-
-    @property
-    def step_correlation_text(self) -> str:
-        return "undefined (one of them is constant)" if self.step_correlation is None else f"{self.step_correlation:.2f}"
-
-    @property
-    def hacking_suspect(self) -> bool:
-        return bool(self.hacking)
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -98,9 +55,6 @@ def trend(values: list[float]) -> float | None:
 
 
 MIN_TREND_ROWS = 6  # fewer training log rows than this say nothing about a trend
-AGAINST = -0.2  # a reward-fitness correlation over steps below this: the reward pays against the task
-
-
 def rose_alone(reward: list[float], fitness: list[float]) -> bool:
     """The reward rose steadily over training while the fitness did not: reward hacking, or a
     reward that does not lead to the task. The fitness counts as rising if its rank correlation
@@ -156,14 +110,6 @@ def termination_causes(record: Path, card: EnvCard, eps) -> dict[str, int]:
             for cause, fired in zip(b.causes(), b.ended(source[t, i, b.index[0]:b.index[1]])):
                 counts[cause] = counts.get(cause, 0) + fired
     return {k: v for k, v in counts.items() if v}
-
-
-def thin(rows: list[dict], keep: int = 6) -> list[dict]:
-    """A few evenly spaced rows of a training log, last included."""
-    if len(rows) <= keep:
-        return rows
-    idx = np.linspace(0, len(rows) - 1, keep).round().astype(int)
-    return [rows[i] for i in idx]
 
 
 class Analyzer:

@@ -13,11 +13,11 @@ import shutil
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from .analyzer import Analysis, Analyzer
+from .analyzer import Analyzer
 from .critic import Critic, CriticReport
 from .llm import RequestRefused
 from .program import FITNESS_ENTRY, NO_CODE, RewardProgram
-from .records import CandidateRecord
+from .records import Analysis, CandidateRecord
 from .runfolder import CandidateFolder, write_atomic
 from .schemas import FitnessSpec
 from .tblog import EVENTS_DIR, write_events

@@ -119,3 +119,50 @@ class RunRecord(BaseModel):
     usage: dict = {}
     error: str = ""
     feedback: list[Feedback] = []  # refine's rounds, in order: each round's words and edit
+
+
+# What analysis.json keeps: a trained policy's measures, as the designer and the report read them.
+AGAINST = -0.2  # a reward-fitness correlation over steps below this: the reward pays against the task
+
+
+class ComponentStat(BaseModel):
+    name: str
+    mean: float  # per step, over every step of the evaluation episodes
+    thirds: list[float]  # the same over the first, middle and last third of each episode's steps
+
+
+class Analysis(BaseModel):
+    ok: bool
+    error: str = ""
+    episodes: int = 0
+    fitness: list[float] = []
+    fitness_mean: float | None = None  # None: not measured
+    fitness_std: float = 0.0
+    length_mean: float = 0.0
+    terminated: int = 0
+    env_return_mean: float = 0.0
+    reward_mean: float = 0.0
+    reward_nonfinite: int = 0  # evaluation steps where the reward was NaN or infinite
+    step_correlation: float | None = None  # reward vs fitness, per step; None where either is constant
+    components: list[ComponentStat] = []
+    training_curve: list[dict] = []  # a few rows of the training log (fitness, components over steps)
+    trained_steps: int | None = None  # env steps of the training (its log's last row)
+    # Over the first and the last third of the training log: the reward per step, the fitness per episode.
+    train_reward: list[float] = []
+    train_fitness: list[float] = []
+    # Why reward hacking is suspected ([] where it is not): over training the reward rose while the
+    # fitness did not; over the evaluation steps the reward falls where the fitness rises.
+    hacking: list[Literal["rose_alone", "against"]] = []
+    # Terminated episodes per termination check that fired at their last step (the card's cause texts);
+    # empty where the env's checks are not known.
+    termination_causes: dict[str, int] = {}
+    feedback: str = ""  # the LLM's failure analysis and suggestions, when asked
+    reflection: str = ""  # the numbers, as the designer reads them
+
+    @property
+    def step_correlation_text(self) -> str:
+        return "undefined (one of them is constant)" if self.step_correlation is None else f"{self.step_correlation:.2f}"
+
+    @property
+    def hacking_suspect(self) -> bool:
+        return bool(self.hacking)

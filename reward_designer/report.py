@@ -27,15 +27,14 @@ import jinja2
 from markupsafe import Markup
 from pydantic import BaseModel, ValidationError
 
-from .analyzer import AGAINST, Analysis, thin
 from .critic import CriticReport
 from .executor import LocalExecutor
 from .judge import Judgement
-from .records import CandidateRecord, Feedback, RunRecord
+from .records import AGAINST, Analysis, CandidateRecord, Feedback, RunRecord
 from .render import RenderError, film_candidate
 from .runfolder import RunFolder, write_atomic
 from .selection import SELECTORS
-from .trainer import read_progress
+from .trainer import read_progress, thin
 
 MAX_CURVE_POINTS = 120  # per series: a curve drawn finer than the page shows is only bytes
 MAX_PROMPT_CHARS = 60_000  # a round's prompt shown whole up to this (the env card is most of it)

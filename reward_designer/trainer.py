@@ -49,6 +49,13 @@ def read_progress(path: Path, max_bytes: int = MAX_PROGRESS_BYTES) -> list[dict]
     return rows
 
 
+def thin(rows: list[dict], keep: int = 6) -> list[dict]:
+    """A few evenly spaced rows of a training log, last included."""
+    if len(rows) <= keep:
+        return rows
+    return [rows[round(i * (len(rows) - 1) / (keep - 1))] for i in range(keep)]
+
+
 def check_trainable(env_id: str, env_kwargs: dict | None = None, algorithm: str = DEFAULT) -> None:
     """ValueError, saying why, unless ``algorithm`` can train on ``env_id`` (PPO: Box observations and actions).
 

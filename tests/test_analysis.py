@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from reward_designer.analyzer import Analysis, Analyzer, rose_alone, termination_causes
+from reward_designer.analyzer import Analyzer, rose_alone, termination_causes
+from reward_designer.records import Analysis
 from reward_designer.envcard import EnvCard
 from reward_designer.jobs import JobOutcome, run_job
 from reward_designer.sandbox import Outcome
