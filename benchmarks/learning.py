@@ -12,8 +12,8 @@ eval return of one run can move by a thousand or more from one update to the
 next, which a single final evaluation hides. The reported seconds leave
 those evaluations out.
 
-Each run is a process of its own: ours loads numpy and torch with the kernels a
-training worker gets (reward_designer/numerics.py), SB3 with those its torch picks.
+Each run is a process of its own: ours loads numpy and torch with the numerics pins a
+training worker gets (reward_designer/numerics.py), SB3 with the code paths its torch picks.
 
     python benchmarks/learning.py                       # 1M steps, 3 seeds, HalfCheetah + Hopper
     python benchmarks/learning.py --steps 200000 --seeds 1 --envs HalfCheetah-v5
