@@ -48,8 +48,8 @@ MOCAP_QUAT = np.array([1.0, 0.0, 1.0, 0.0])  # the hand points down
 # the same 18 one step earlier, then the goal (3).
 OBS_OBJ_LEN = 14
 HAND_SPACE = Box(np.array([-0.525, 0.348, -0.0525]), np.array([0.525, 1.025, 0.7]), dtype=np.float64)
-# A weld's eq_data: anchor (3), relative pose (pos 3, quat 4), torque scale, then MuJoCo 4's twelfth number,
-# 0 when the relative pose is given (as it is here), 1 when the compiler is to take it from the model's pose.
+# metaworld's weld of the hand to the mocap: anchor (3), relative pose (pos 3, quat 4), torque scale; then
+# MuJoCo 4's twelfth number, which its compiler writes as 0 for a weld whose relative pose is given (as here).
 WELD_DATA = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0, 0.0])
 
 
@@ -162,14 +162,14 @@ class Task:
 class _ObjectGoalTask(Task):
     """A block on the table and a goal point: reach, push, pick-place."""
 
+    flat_goal = False  # push: the goal and the block's start keep the block's height
+
     def reset(self, env, rand_vec):
         obj_z = env.data.body("obj").xpos[2]  # the block's resting height
         env.obj_init_pos = np.array([rand_vec[0], rand_vec[1], obj_z if self.flat_goal else rand_vec[2]])
         env.target_pos = np.array([rand_vec[3], rand_vec[4], obj_z]) if self.flat_goal else rand_vec[3:6].copy()
         env.set_object_xyz(env.obj_init_pos)
         env.model.site("goal").pos = env.target_pos
-
-    flat_goal = False  # push: the goal and the block's start keep the block's height
 
 
 class _Reach(_ObjectGoalTask):
@@ -669,7 +669,7 @@ class SawyerEnv(MujocoEnv):
         """The observation, reward and info of the state the simulation is in, reached by ``action``
         (the second half of a step; ``prev_frame`` holds the observation's previous frame)."""
         # A full forward pass, as metaworld's: kinematics alone would do for what is read here, but the
-        # pass's constraint solve warm-starts the next step, whose motion then differs (by ~1e-3 m in 100 steps).
+        # pass's constraint solve warm-starts the next step, whose motion then differs (by ~1e-3 m within 150 steps).
         mujoco.mj_forward(self.model, self.data)
         obs = np.clip(self._get_obs(), self.observation_space.low, self.observation_space.high)
         reward, info = self.task.evaluate(self, obs, action)
@@ -705,9 +705,6 @@ class SawyerEnv(MujocoEnv):
         if self.render_mode == "human":
             self.render()
         return obs, {}
-
-    def reset_model(self):  # MujocoEnv's hook; ``reset`` does the work
-        raise NotImplementedError
 
 
 def env_id(task: str) -> str:
