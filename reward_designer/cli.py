@@ -2,8 +2,9 @@
 
 Exit codes: 0 success; 1 the critic rejected the reward program, for any
 reason, a syntax error included (`check`, `train`, `refine --edit`), training
-failed (`train`), a policy could not be filmed (`play`) or no candidate
-survived (`design`, `resume`, `refine`); 2 bad input that is not the
+failed (`train`), a policy could not be filmed (`play`), no candidate
+survived (`design`, `resume`, `refine`) or a training of the batch did not
+finish (`bench`); 2 bad input that is not the
 program under test (a missing or unreadable file, a flag, a task card, a
 fitness file) or configuration, or an LLM error that retries could not get
 past (one line on stderr); 130 interrupted.
