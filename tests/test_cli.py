@@ -84,7 +84,6 @@ def test_unknown_task_card_and_resume_of_nothing(tmp_path):
     one_line_exit_2(run("resume", str(tmp_path)), "no run")
 
 
-@pytest.mark.nobwrap
 def test_check_exit_codes_and_json(tmp_path):
     good = ROOT / "examples" / "my_reward.py"
     ok = run("check", str(good), "--env", "HalfCheetah-v5", "--json")
@@ -118,7 +117,6 @@ def test_tasks_never_cuts_a_card_name(columns):
 NO_BWRAP = {"RD_SANDBOX_NO_BWRAP": "1"}
 
 
-@pytest.mark.nobwrap
 def test_without_bubblewrap_each_missing_layer_is_said_once_naming_only_real_flags(tmp_path):
     doctor = run("doctor", env={**NO_BWRAP, "COLUMNS": "200"})
     assert doctor.returncode == 0
