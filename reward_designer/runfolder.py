@@ -33,9 +33,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from .jobs import read_result
 from .records import RunError, RunRecord, candidate_name, edit_name
-from .sandbox import copy_output, read_output
-from .schemas import ResultEnvelope, TrainResult
+from .sandbox import copy_output
+from .schemas import TrainResult
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -151,8 +152,8 @@ class CandidateFolder:
         """The last training job's result if it went well, finished or stopped early (``complete``)."""
         if not self.policy.is_file():
             return None
-        try:  # a worker wrote it: read through the sandbox's safe reader
-            result = ResultEnvelope.model_validate_json(read_output(self.train / "result.json")).result
+        try:  # a worker wrote it: read_result reads it through the sandbox's safe reader
+            result = read_result(self.train)
         except (ValueError, OSError):
             return None
         return result if isinstance(result, TrainResult) and result.ok else None
