@@ -62,6 +62,26 @@ def test_successive_halving_trains_the_better_half_further_and_spends_under_a_th
     assert sorted(full_calls) == [(i, 1.0) for i in range(8)]
 
 
+def test_the_first_cut_waits_for_the_minimum_number_of_updates():
+    qualities = {i: float(i) for i in range(8)}
+    # 24 updates: 1/8 would be 3; the first rung is 10 updates, then 20, and the last two train to the end.
+    train, calls = scored(qualities)
+    records = {r.index: r for r in SuccessiveHalving(min_updates=10).run(range(8), train, Slots(), updates=24)}
+    assert sorted({b for _, b in calls}) == [10 / 24, 20 / 24, 1.0]
+    assert sorted(i for i, b in calls if b == 1.0) == [6, 7]  # no third cut: 40 updates are over the budget
+    assert records[6].status == records[7].status == "trained"
+    assert {i: r.budget for i, r in records.items() if r.status == "culled"} == {
+        0: 10 / 24, 1: 10 / 24, 2: 10 / 24, 3: 10 / 24, 4: 20 / 24, 5: 20 / 24}
+    # A budget of 8 updates has no room for a cut: everyone trains to the end, as under full.
+    train, calls = scored(qualities)
+    assert [r.status for r in SuccessiveHalving(min_updates=10).run(range(8), train, Slots(), updates=8)] == [
+        "trained"] * 8
+    assert sorted(calls) == [(i, 1.0) for i in range(8)]
+    # Where 1/8 of the budget is over the minimum, the rungs are 1/8, 1/4 and 1/2, in whole updates.
+    assert SuccessiveHalving(min_updates=10).rungs(160) == [20 / 160, 40 / 160, 80 / 160]
+    assert SuccessiveHalving(min_updates=10).rungs(None) == [0.125, 0.25, 0.5]
+
+
 def test_a_training_that_fails_at_a_rung_ends_there_and_ties_go_to_the_earlier_candidate():
     train, calls = scored({0: 2.0, 1: None, 2: 2.0, 3: 1.0})
     records = list(SuccessiveHalving().run(range(4), train, Slots()))
