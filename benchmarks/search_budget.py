@@ -8,8 +8,15 @@ continued training counts only its new steps), its wall time, and the program it
 then trained again on fresh seeds and measured: what the pick is worth, apart from the luck of the
 search's own seed.
 
-    python benchmarks/search_budget.py                        # 4 tasks, seeds 0-2, the cards' budgets
-    python benchmarks/search_budget.py --tasks pendulum-upright --steps 8192 --seeds 0
+    python benchmarks/search_budget.py                        # 4 tasks, seeds 0-2, the budgets in BUDGETS
+    python benchmarks/search_budget.py --tasks pendulum-upright --steps pendulum-upright=8192 --seeds 0
+
+Budgets per candidate (``--steps``, else ``BUDGETS``, else the card's): two cards are smoke tests (8192
+steps, four PPO updates, where nothing is learnt and halving has no room to cut), so each task gets a
+budget at which its pool's good program learns (the env-like program's fitness along one training, seed
+0: Pendulum 0.81 at 49k; InvertedPendulum 1.0 from 25k; HalfCheetah backwards 165 / 206 / 252 at 49k /
+98k / 199k; Reacher -0.14 / -0.075 / -0.046 at 12k / 98k / 199k) and of 80 updates at least, where
+halving's first rung is 1/8 of the budget and not its 10-update minimum (selection.SuccessiveHalving).
 
 Target (issue 31): halving spends <= 35% of full's env steps, and its pick's re-trained fitness is
 within the spread over seeds of full's pick's. The figures go to OUT/results.json and a table.
@@ -34,6 +41,8 @@ from reward_designer.trainer import Trainer, read_progress
 
 POOLS = Path(__file__).parent / "pools"
 TASKS = ["pendulum-upright", "inverted-pendulum-balance", "halfcheetah-backwards-smoke", "reacher-reach"]
+BUDGETS = {"pendulum-upright": 163_840, "inverted-pendulum-balance": 163_840, "halfcheetah-backwards-smoke": 200_000,
+           "reacher-reach": 200_000}
 
 
 def pool(task: str) -> dict[str, str]:
@@ -63,15 +72,16 @@ def search(task, programs: dict[str, str], allocation: str, seed: int, steps: in
                                       1, i, budget=budget)
 
     t0 = time.perf_counter()
-    records = list(ALLOCATIONS[allocation]().run(range(len(names)), train, executor))
+    updates = pipe.trainer.planned_steps // pipe.trainer.batch
+    records = list(ALLOCATIONS[allocation]().run(range(len(names)), train, executor, updates=updates))
     seconds = time.perf_counter() - t0
     best = BestFitness().best(records)
     return {
         "env_steps": sum(trained_steps(CandidateFolder(folder / n)) for n in names),
         "seconds": seconds,
         "pick": names[best.index] if best else None,
-        "candidates": {names[r.index]: {"status": r.status, "fitness": r.fitness, "budget": r.budget or 1.0}
-                       for r in records},
+        "candidates": {names[r.index]: {"status": r.status, "fitness": r.fitness, "budget": r.budget or 1.0,
+                                        "error": r.error} for r in records},
     }
 
 
@@ -90,18 +100,20 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task cards with a pool")
     parser.add_argument("--seeds", default="0,1,2", help="the searches' seeds")
     parser.add_argument("--retrain-seeds", default="100,101,102", help="fresh seeds the picks are trained on again")
-    parser.add_argument("--steps", type=int, default=None, help="training budget per candidate (default: the card's)")
+    parser.add_argument("--steps", default="", help="training budgets per candidate, TASK=N,...: over BUDGETS, "
+                        "which is over the card's")
     parser.add_argument("--episodes", type=int, default=5, help="evaluation episodes per measure")
     parser.add_argument("--workers", type=int, default=1, help="trainings at once")
     parser.add_argument("--out", type=Path, default=Path("runs/search_budget"))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     retrain_seeds = [int(s) for s in args.retrain_seeds.split(",")]
+    budgets = {**BUDGETS, **{t: int(n) for t, n in (kv.split("=") for kv in args.steps.split(",") if kv)}}
     executor = LocalExecutor(args.workers)
     results = {}
     for name in args.tasks.split(","):
         task, programs = load_task(name), pool(name)
-        steps = args.steps or task.train_steps
+        steps = budgets.get(name, task.train_steps)
         out = args.out.resolve() / name
         runs = {a: {s: search(task, programs, a, s, steps, args.episodes, out / a / f"seed_{s}", executor)
                     for s in seeds} for a in ("full", "halving")}
