@@ -22,6 +22,7 @@ import numpy as np
 
 from . import templates
 from .envcard import EnvCard
+from .lint import reads_contacts
 from .executor import Executor, LocalExecutor
 from .records import AGAINST, Analysis, ComponentStat
 from .sandbox import Limits, copy_output, read_output
@@ -148,7 +149,8 @@ class Analyzer:
         rollout = self.executor.run(
             AnalyzeJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed,
                        policy=str(rollout_dir / "policy.npz"), fitness=self.fitness, episodes=self.episodes,
-                       record=str(rollout_dir / "trajectories.npz")),
+                       record=str(rollout_dir / "trajectories.npz"),
+                       contacts=reads_contacts(code, self.fitness.code)),
             rollout_dir, self.limits, poll=stop,
         )
         if not rollout.ok:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError, field_validator
 from . import templates
 from .sandbox import Limits, Outcome
 from .executor import Executor, LocalExecutor
-from .lint import lint
+from .lint import lint, reads_contacts
 from .program import ENTRY
 from .schemas import ProbeJob, ProbeResult, TaskSpec
 
@@ -92,7 +92,8 @@ class Critic:
         findings = lint(code, entry=entry)
         if findings:
             return CriticReport(ok=False, stage="lint", findings=findings)
-        job = ProbeJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed, code=code, entry=entry)
+        job = ProbeJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed, code=code, entry=entry,
+                       contacts=reads_contacts(code))
         out = self.executor.run(job, workdir, self.limits)
         if out.result is None:
             return CriticReport(ok=False, stage="probe", findings=[out.problem], sandbox=out.sandbox)

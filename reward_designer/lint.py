@@ -114,6 +114,24 @@ def lint(source: str, entry: str = "compute_reward", max_chars: int = 20_000) ->
     return findings
 
 
+# The attributes that read contact forces (state.Body's): the simulator computes them, at a cost per
+# step, only for a program that names one. Attribute names are literal in a program that passes the
+# lint (no getattr); one that reaches them otherwise gets the State's error saying so.
+CONTACT_ATTRS = {"contact_force", "in_contact"}
+
+
+def reads_contacts(*sources: str | None) -> bool:
+    """Whether any of the programs (None: no program) reads contact forces."""
+    for source in sources:
+        try:
+            tree = ast.parse(source or "")
+        except (SyntaxError, ValueError, RecursionError, MemoryError):  # lint() says why
+            continue
+        if any(isinstance(node, ast.Attribute) and node.attr in CONTACT_ATTRS for node in ast.walk(tree)):
+            return True
+    return False
+
+
 def _depth(tree: ast.AST) -> int:
     # Iterative: a recursive walk would itself hit the recursion limit.
     deepest, stack = 0, [(tree, 1)]

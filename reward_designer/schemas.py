@@ -132,6 +132,7 @@ class ProbeJob(_Job):
     entry: str = "compute_reward"  # or "compute_fitness": a fitness function returns one tensor
     num_envs: int = 8
     steps: int = 48
+    contacts: bool = False  # the simulator computes contact forces (the program reads them: lint.reads_contacts)
 
 
 class TrainJob(_Job):
@@ -146,6 +147,7 @@ class TrainJob(_Job):
     ppo: dict = {}  # PPOConfig overrides
     sim: Sim = "mujoco"
     kernel_cache: str | None = None  # sim "warp": MuJoCo Warp's compiled kernels (a WarmJob's), read-only
+    contacts: bool = False  # the simulator computes contact forces (the reward or the fitness reads them)
     # Checkpoints: the training's whole state, written to ``checkpoint`` (in the worker's folder) every
     # ``checkpoint_every`` updates (0: never) and where it stops early. ``stop_at_steps``: stop after the
     # update that reaches this many env steps (a fraction of total_steps, which still sets the schedule).
@@ -189,6 +191,7 @@ class AnalyzeJob(_Job):
     fitness: FitnessSpec
     episodes: int = 5
     record: str | None = None  # where to save the trajectories (npz) for reward evaluation
+    contacts: bool = False  # contact forces computed and recorded (the reward or the fitness reads them)
 
 
 class RewardEvalJob(_Job):

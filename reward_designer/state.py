@@ -26,7 +26,11 @@ PHYSICS_KEYS = {
     "cvel": "[n, nbody, 6] body velocities, angular then linear (world)",
     "site_xpos": "[n, nsite, 3] site positions (world)",
     "sensordata": "[n, nsensordata] sensor readings",
+    # Only for a program that reads contacts (lint.reads_contacts): mj_rnePostConstraint costs a step.
+    "cfrc_ext": "[n, nbody, 6] external (contact) force on each body, torque then force (world)",
 }
+# A body is in contact when the net contact force on it is above this many newtons.
+IN_CONTACT_N = 1e-3
 
 
 class JointInfo(BaseModel):
@@ -106,9 +110,10 @@ def layout_from_model(model) -> ModelLayout:
     )
 
 
-def snapshot(datas, obs: np.ndarray) -> dict[str, np.ndarray]:
-    """Physics snapshot of a list of MjData (one per env), batched, copied."""
-    return {
+def snapshot(datas, obs: np.ndarray, contacts: bool = False) -> dict[str, np.ndarray]:
+    """Physics snapshot of a list of MjData (one per env), batched, copied; ``contacts``: with
+    ``cfrc_ext``, which holds contact forces only after ``mujoco.mj_rnePostConstraint``."""
+    snap = {
         "obs": np.asarray(obs, dtype=np.float64).copy(),
         "qpos": np.stack([d.qpos for d in datas]),
         "qvel": np.stack([d.qvel for d in datas]),
@@ -118,6 +123,9 @@ def snapshot(datas, obs: np.ndarray) -> dict[str, np.ndarray]:
         "site_xpos": np.stack([d.site_xpos for d in datas]),
         "sensordata": np.stack([d.sensordata for d in datas]),
     }
+    if contacts:
+        snap["cfrc_ext"] = np.stack([d.cfrc_ext for d in datas])
+    return snap
 
 
 def _lookup(table: dict, kind: str, name: str):
@@ -129,7 +137,9 @@ def _lookup(table: dict, kind: str, name: str):
 
 
 class Body:
-    """One body across the batch: ``pos`` [n,3], ``quat`` [n,4], ``linvel``/``angvel`` [n,3]."""
+    """One body across the batch: ``pos`` [n,3], ``quat`` [n,4], ``linvel``/``angvel`` [n,3];
+    ``contact_force`` [n,3] and ``in_contact`` [n] bool (in a reset state, what the reset left:
+    zeros for gymnasium's envs, which compute contact forces only as they step)."""
 
     def __init__(self, state: "State", index: int):
         self._s, self._i = state, index
@@ -154,6 +164,15 @@ class Body:
         if prev is None:  # state.prev's bodies: zeros would pass for a standstill
             raise ValueError("linvel needs the step before: state.prev has no prev, so no .linvel")
         return (self.pos - prev._get("xpos")[:, self._i]) / self._s.dt
+
+    @property
+    def contact_force(self) -> torch.Tensor:
+        # The net force of its contacts (world, N): forces from two sides can cancel.
+        return self._s._get("cfrc_ext")[:, self._i, 3:]
+
+    @property
+    def in_contact(self) -> torch.Tensor:
+        return self.contact_force.norm(dim=-1) > IN_CONTACT_N
 
 
 class Joint:
@@ -211,6 +230,9 @@ class State:
     def _get(self, key: str) -> torch.Tensor:
         t = self._tensors.get(key)
         if t is None:
+            if key == "cfrc_ext" and key not in self._physics:
+                raise AttributeError("this state holds no contact forces: they are computed for a MuJoCo env's "
+                                     "simulator when the program reads .contact_force or .in_contact")
             if key not in self._physics:
                 raise AttributeError(f"this environment exposes no {key!r} (not a MuJoCo env?)")
             t = torch.as_tensor(self._physics[key]).to(self.device, torch.float32, copy=True)

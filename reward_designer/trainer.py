@@ -13,6 +13,7 @@ from typing import Callable
 from .algorithms import DEFAULT, get_algorithm
 from .executor import Executor, LocalExecutor
 from .jobs import JobOutcome
+from .lint import reads_contacts
 from .sandbox import Limits, read_output
 from .schemas import FitnessSpec, Sim, TrainJob, WarmJob
 
@@ -203,6 +204,7 @@ class Trainer:
         job = TrainJob(env_id=self.env_id, env_kwargs=self.env_kwargs, seed=self.seed, code=code,
                        algorithm=self.algorithm, fitness=fitness, total_steps=self.steps, device=self.device,
                        ppo=self.ppo, sim=self.sim, kernel_cache=str(self._kernels) if self._kernels else None,
+                       contacts=reads_contacts(code, fitness.code if fitness else None),
                        checkpoint=str(checkpoint.resolve()), checkpoint_every=CHECKPOINT_EVERY,
                        stop_at_steps=stop_at_steps, resume_from=str(checkpoint.resolve()) if resume else None)
         return self.executor.run(job, workdir, self.limits, poll=poll,

@@ -208,7 +208,10 @@ def _values(row, shown: int = 12) -> str:
 def run_probe(job: ProbeJob, workdir: Path) -> ProbeResult:
     from .sim import make_vecsim
 
-    sim = make_vecsim(job.env_id, job.num_envs, job.seed, job.env_kwargs)
+    try:
+        sim = make_vecsim(job.env_id, job.num_envs, job.seed, job.env_kwargs, contacts=job.contacts)
+    except ValueError as exc:  # contact forces asked of an env without them: the designer reads why
+        return ProbeResult(ok=False, error=str(exc))
     rng = np.random.default_rng(job.seed)
     sim.reset(job.seed)
     prev, transitions = sim.physics(), []
@@ -275,14 +278,15 @@ def run_probe(job: ProbeJob, workdir: Path) -> ProbeResult:
     )
 
 
-def _warp_sim(env_id: str, n: int, seed: int, env_kwargs: dict, device: str, kernels: str | None):
+def _warp_sim(env_id: str, n: int, seed: int, env_kwargs: dict, device: str, kernels: str | None,
+              contacts: bool = False):
     """A MuJoCo Warp batch with every kernel compiled into, or loaded from, ``kernels`` (None:
     Warp's default cache, which in the sandbox is the worker's private /tmp), before confinement."""
     from .sim import make_vecsim
 
     if kernels is not None:
         os.environ["WARP_CACHE_PATH"] = kernels  # read once, when Warp is first imported
-    sim = make_vecsim(env_id, n, seed, env_kwargs, backend="warp", device=device)
+    sim = make_vecsim(env_id, n, seed, env_kwargs, backend="warp", device=device, contacts=contacts)
     sim.warm_up()
     return sim
 
@@ -325,12 +329,17 @@ def run_train(job: TrainJob, workdir: Path) -> TrainResult:
         return TrainResult(ok=False, error=f"{job.algorithm} overrides: {exc}")
     if job.sim == "warp":
         try:
-            sim = _warp_sim(job.env_id, cfg.num_envs, job.seed, job.env_kwargs, cfg.device, job.kernel_cache)
+            sim = _warp_sim(job.env_id, cfg.num_envs, job.seed, job.env_kwargs, cfg.device, job.kernel_cache,
+                            job.contacts)
         except (ImportError, ValueError, OSError) as exc:  # OSError: a kernel missing from a read-only cache
             return TrainResult(ok=False, error=f"MuJoCo Warp: {exc}")
     else:
         # Both fork (the simulator's slab twins, the learner's twin): before seccomp forbids it.
-        sim = make_vecsim(job.env_id, cfg.num_envs, job.seed, job.env_kwargs, on_fork=confine_forked)
+        try:
+            sim = make_vecsim(job.env_id, cfg.num_envs, job.seed, job.env_kwargs, on_fork=confine_forked,
+                              contacts=job.contacts)
+        except ValueError as exc:  # contact forces asked of an env without them
+            return TrainResult(ok=False, error=str(exc))
     layout, dt, n = sim.layout, sim.dt, sim.num_envs
     resume, resumed_at = None, None
     try:
@@ -392,7 +401,8 @@ def run_analyze(job: AnalyzeJob, workdir: Path) -> AnalyzeResult:
     from .sim import make_vecsim
 
     n = job.episodes
-    sim = make_vecsim(job.env_id, n, job.seed, job.env_kwargs, on_fork=confine_forked)
+    # ``contacts``: the recorded snapshots hold the contact forces, for the reward evaluation too.
+    sim = make_vecsim(job.env_id, n, job.seed, job.env_kwargs, on_fork=confine_forked, contacts=job.contacts)
     policy = load_policy(job.policy)
     layout, dt = sim.layout, sim.dt
 

@@ -109,7 +109,7 @@ def cpu_cores() -> int:
 
 
 # Backend name -> its class, imported on first use (MuJoCo, torch and Warp load only when asked for).
-# Each takes (env_id, num_envs, seed, env_kwargs, *, slabs, on_fork, device).
+# Each takes (env_id, num_envs, seed, env_kwargs, *, slabs, on_fork, device, contacts).
 BACKENDS = {
     "mujoco": "reward_designer.sim.slabs.MujocoVecSim",
     "gym": "reward_designer.sim.gym_vector.GymVecSim",
@@ -127,7 +127,8 @@ def backend_class(name: str) -> type:
 
 def make_vecsim(env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | None = None,
                 backend: str = "auto", slabs: int | None = None,
-                on_fork: Callable[[], None] | None = None, device: str | None = None) -> VecSim:
+                on_fork: Callable[[], None] | None = None, device: str | None = None,
+                contacts: bool = False) -> VecSim:
     """A batched simulator for ``env_id``.
 
     ``backend``: "auto" (MuJoCo envs get the slab stepper, others and wrapped
@@ -135,7 +136,9 @@ def make_vecsim(env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | No
     slabs of envs stepped at once by the "mujoco" backend, this process and
     ``slabs - 1`` forked twins (default: one per available core); ``on_fork``
     runs first in each twin. ``device``: where the "warp" batch lives (default:
-    CUDA if there is one); the host backends take only the CPU.
+    CUDA if there is one); the host backends take only the CPU. ``contacts``: each snapshot
+    holds ``cfrc_ext``, the bodies' contact forces (MuJoCo envs on "mujoco" or "warp" only; the
+    "gym" backend refuses, saying why).
     """
     if backend == "auto":
         from reward_designer.sim.gym_envs import extra_wrappers, is_mujoco, make_env
@@ -147,4 +150,5 @@ def make_vecsim(env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | No
             log.info("%s is wrapped in %s: stepped through gymnasium's vector env, which keeps what they do",
                      env_id, ", ".join(wrappers))
         backend = "mujoco" if mujoco_env and not wrappers else "gym"
-    return backend_class(backend)(env_id, num_envs, seed, env_kwargs, slabs=slabs, on_fork=on_fork, device=device)
+    return backend_class(backend)(env_id, num_envs, seed, env_kwargs, slabs=slabs, on_fork=on_fork, device=device,
+                                  contacts=contacts)

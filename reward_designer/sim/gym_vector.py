@@ -23,7 +23,8 @@ class GymVecSim(SimBase):
     """Fallback for any registered env: gymnasium's SyncVectorEnv, same-step autoreset."""
 
     def __init__(self, env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | None = None, *,
-                 slabs: int | None = None, on_fork: Callable[[], None] | None = None, device: str | None = None):
+                 slabs: int | None = None, on_fork: Callable[[], None] | None = None, device: str | None = None,
+                 contacts: bool = False):
         # One process: ``slabs`` and ``on_fork`` (for forked twins) have nothing to apply to.
         self.device = host_only("gym", device)
         self._env = gym.vector.SyncVectorEnv(
@@ -36,6 +37,11 @@ class GymVecSim(SimBase):
         unwrapped = self._env.envs[0].unwrapped
         model = getattr(unwrapped, "model", None)
         self.layout = st.layout_from_model(model) if isinstance(model, mujoco.MjModel) else None
+        if contacts:
+            self._env.close()
+            why = ("it is not a MuJoCo env" if self.layout is None else "its entry point wraps it, so it is "
+                   "stepped through gymnasium's vector env, which hands over observations only")
+            raise ValueError(f"{env_id} has no contact forces to read (.contact_force, .in_contact): {why}")
         fps = unwrapped.metadata.get("render_fps")
         self.dt = float(getattr(unwrapped, "dt", None) or (1.0 / fps if fps else 1.0))
         self._seed = seed

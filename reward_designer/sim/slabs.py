@@ -79,7 +79,8 @@ class MujocoVecSim(SimBase):
     the fork: read state through ``step``'s snapshot or ``physics()``."""
 
     def __init__(self, env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | None = None, *,
-                 slabs: int | None = None, on_fork: Callable[[], None] | None = None, device: str | None = None):
+                 slabs: int | None = None, on_fork: Callable[[], None] | None = None, device: str | None = None,
+                 contacts: bool = False):
         self.device = host_only("mujoco", device)
         wrapped = [make_env(env_id, env_kwargs) for _ in range(num_envs)]
         if wrappers := extra_wrappers(wrapped[0]):
@@ -96,7 +97,12 @@ class MujocoVecSim(SimBase):
         self.layout = st.layout_from_model(e0.model)
         self.dt = float(e0.dt)
         self._seed = seed
-        keys = MJ_KEYS + tuple(k for k in (self.port.extra if self.port else ()) if k not in MJ_KEYS)
+        # ``contacts``: snapshots hold cfrc_ext, for which a ported step runs mj_rnePostConstraint (an
+        # env's own step always does: gymnasium's MujocoEnv runs it after every mj_step).
+        self._snapshot_keys = MJ_KEYS + (("cfrc_ext",) if contacts else ())
+        self._rne = contacts or (self.port is not None and self.port.rne)
+        keys = self._snapshot_keys + tuple(k for k in (self.port.extra if self.port else ())
+                                           if k not in self._snapshot_keys)
         self._rows = _Rows(e0.data, keys)
         self._views = [self._rows.views(e.data) for e in self.envs]
         self._steppers = [(e.model, e.data, e.frame_skip, e.data.ctrl, v) for e, v in zip(self.envs, self._views)]
@@ -205,7 +211,7 @@ class MujocoVecSim(SimBase):
         """Step the envs of ``slab`` on ``self._act``: fill their rows of every output, then autoreset."""
         actions, after, current = self._act, self._after, self._current
         if self.port is not None:
-            steppers, rne = self._steppers, self.port.rne
+            steppers, rne = self._steppers, self._rne
             mj_step, mj_rne, concatenate = mujoco.mj_step, mujoco.mj_rnePostConstraint, np.concatenate
             for i in range(slab.start, slab.stop):  # the hot loop: locals only
                 model, data, frame_skip, ctrl, row_views = steppers[i]
@@ -266,7 +272,7 @@ class MujocoVecSim(SimBase):
     # --------------------------------------------------------------- the API
     def _snapshot(self, flat: np.ndarray, obs: np.ndarray) -> dict[str, np.ndarray]:
         f = self._rows.split(flat)
-        return {"obs": obs, **{k: f[k] for k in MJ_KEYS}}
+        return {"obs": obs, **{k: f[k] for k in self._snapshot_keys}}
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         seed = self._seed if seed is None else seed

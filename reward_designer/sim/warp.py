@@ -50,7 +50,7 @@ class WarpVecSim(SimBase):
 
     def __init__(self, env_id: str, num_envs: int, seed: int = 0, env_kwargs: dict | None = None, *,
                  slabs: int | None = None, on_fork: Callable[[], None] | None = None,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, contacts: bool = False):
         # One process, one batch: ``slabs`` and ``on_fork`` (for forked twins) have nothing to apply to.
         wp, mjw = _warp()
         wrapped = make_env(env_id, env_kwargs)
@@ -89,7 +89,10 @@ class WarpVecSim(SimBase):
                 raise ValueError(f"MuJoCo Warp cannot simulate {env_id}: {exc}") from exc
             self._data = mjw.put_data(env.model, env.data, nworld=num_envs)
         # Zero-copy torch views of the batch's fields: reading them reads Warp's memory.
-        keys = MJ_KEYS + tuple(k for k in self.port.extra if k not in MJ_KEYS)
+        # ``contacts``: snapshots hold cfrc_ext, computed after every step (rne_postconstraint) as for Ant.
+        self._snapshot_keys = MJ_KEYS + (("cfrc_ext",) if contacts else ())
+        self._rne = contacts or self.port.rne
+        keys = self._snapshot_keys + tuple(k for k in self.port.extra if k not in self._snapshot_keys)
         self._fields = {k: wp.to_torch(getattr(self._data, k)) for k in keys}
         self._ctrl = wp.to_torch(self._data.ctrl)
         self._rng = torch.Generator(device=self.device)
@@ -117,7 +120,7 @@ class WarpVecSim(SimBase):
                             mjw.step(self._model, self._data)
                     self._graph = capture.graph
                 wp.capture_launch(self._graph)
-            if self.port.rne:  # contact forces, as gymnasium's step computes them
+            if self._rne:  # contact forces, as gymnasium's step computes them
                 mjw.rne_postconstraint(self._model, self._data)
 
     def _reset_worlds(self, mask: torch.Tensor) -> None:
@@ -139,6 +142,8 @@ class WarpVecSim(SimBase):
             mjw.reset_data(self._model, self._data, reset=wp.from_torch(mask.contiguous()))
             for key, fresh in (("qpos", qpos), ("qvel", qvel)):
                 self._fields[key].copy_(torch.where(mask[:, None], fresh, self._fields[key]))
+            if "cfrc_ext" in self._fields:  # mj_resetData zeroes it (Warp's reset_data does not); forward leaves it
+                self._fields["cfrc_ext"].masked_fill_(mask[:, None, None], 0.0)
             # Forward recomputes every world's derived fields from its state; a world that
             # did not reset keeps its state, so its next step is unchanged.
             mjw.forward(self._model, self._data)
@@ -156,7 +161,7 @@ class WarpVecSim(SimBase):
         """Snapshot of the current state (after any resets)."""
         if self._obs is None:
             raise RuntimeError("reset() the simulator first")
-        return {"obs": self._obs.clone(), **{k: self._current[k].clone() for k in MJ_KEYS}}
+        return {"obs": self._obs.clone(), **{k: self._current[k].clone() for k in self._snapshot_keys}}
 
     def send(self, actions) -> None:
         if self._obs is None:
@@ -191,10 +196,11 @@ class WarpVecSim(SimBase):
         self._current = current
         self._obs = self.port.obs(current)
         return StepOut(self._obs.clone(), reward.double(), terminated, truncated,
-                       {"obs": final_obs, **{k: after[k] for k in MJ_KEYS}})
+                       {"obs": final_obs, **{k: after[k] for k in self._snapshot_keys}})
 
     def warm_up(self) -> None:
-        """Launch every kernel a training launches (reset, a step, a reset of one world) once.
+        """Launch every kernel a training launches (reset, a step, a reset of one world, the contact
+        forces) once.
 
         Warp compiles a module on its first launch (tens of seconds for MuJoCo
         Warp, into its kernel cache) and a GPU step is captured as a graph on
@@ -206,6 +212,8 @@ class WarpVecSim(SimBase):
         one = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         one[0] = True
         self._reset_worlds(one)
+        with self._wp.ScopedDevice(self._wp_device):  # contact forces' kernels, for a training that reads them
+            self._mjw.rne_postconstraint(self._model, self._data)
 
     def close(self) -> None:
         self._env.close()
