@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from reward_designer import load_task
+from reward_designer import load_task, templates
 from reward_designer.analyzer import Analyzer
 from reward_designer.critic import Critic
+from reward_designer.envcard import EnvCard
 from reward_designer.lint import reads_contacts
 from reward_designer.sim import make_vecsim
 from reward_designer.state import IN_CONTACT_N, State, layout_from_model, snapshot
@@ -74,6 +75,12 @@ def test_lint_flags_only_programs_that_read_contacts():
     assert not reads_contacts(None, "def compute_reward(state, action):\n    return (\n")  # broken: lint's finding
     assert reads_contacts(PLAIN_PROGRAM, "def compute_fitness(state, action):\n"
                                          "    return state.body('torso').in_contact.float()\n")  # the fitness reads them
+
+
+def test_the_contract_and_the_env_card_name_the_contact_views():
+    # One short line each: every character is in every design request.
+    assert "`.contact_force` [n,3] (net contact force, N, world), `.in_contact` [n] bool" in templates.render("system.j2")
+    assert '.contact_force [n,3], .in_contact [n] bool."""' in EnvCard.from_env(ENV).render()
 
 
 def test_slab_snapshots_hold_contact_forces_only_when_asked_and_as_mujoco_computes_them():
