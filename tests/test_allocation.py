@@ -122,7 +122,8 @@ def replies(tmp_path: Path, scores: list[float]) -> str:
     return str(path)
 
 
-CONFIG = dict(train_steps=2048, episodes=2, device="cpu", ppo={"num_envs": 4, "num_steps": 64})
+# 80 updates of 256 steps: the least where halving's first rung is 1/8 of the budget, not its 10-update minimum.
+CONFIG = dict(train_steps=20480, episodes=2, device="cpu", ppo={"num_envs": 4, "num_steps": 64})
 
 
 def test_a_design_round_with_halving_keeps_its_culled_candidates_and_tells_the_designer(tmp_path):
@@ -134,12 +135,12 @@ def test_a_design_round_with_halving_keeps_its_culled_candidates_and_tells_the_d
     assert record.status == "done" and record.best.name == "iter_01/cand_01"
     assert [first[i].status for i in range(4)] == ["culled", "trained", "culled", "culled"]
     assert (first[0].budget, first[2].budget, first[3].budget) == (0.125, 0.125, 0.25)
-    assert first[3].steps == 512 and first[3].fitness == 3.0
-    # Each training continued its checkpoint: 4 x 256 + 2 x 256 + 1 x (2048 - 512) steps, not 4 x 2048.
-    assert sum(v for k, v in fake.trained.items() if k.startswith("iter_01")) == 1024 + 512 + 1536
+    assert first[3].steps == 5120 and first[3].fitness == 3.0
+    # Each training continued its checkpoint: 4 x 2560 + 2 x 2560 + 1 x (20480 - 5120) steps, not 4 x 20480.
+    assert sum(v for k, v in fake.trained.items() if k.startswith("iter_01")) == 10240 + 5120 + 15360
     run = tmp_path / "run"
-    assert json.loads((run / "iter_01/cand_03/measure_512/analysis.json").read_text())["fitness_mean"] == 3.0
-    assert first[1].steps == 2048
+    assert json.loads((run / "iter_01/cand_03/measure_5120/analysis.json").read_text())["fitness_mean"] == 3.0
+    assert first[1].steps == 20480
     round_two = (run / "iter_02" / "prompt.md").read_text()
     assert "stopped at 25% of the budget, task score 3" in round_two  # the designer learns from them too
 
@@ -153,4 +154,4 @@ def test_the_full_budget_trains_everyone_to_the_end(tmp_path):
     record = design(load_task("pendulum-upright"), tmp_path / "run", replay=replies(tmp_path, [1.0, 2.0]),
                     iterations=1, samples=2, executor=fake, **CONFIG)
     assert [c.status for c in record.candidates] == ["trained", "trained"]
-    assert sorted(fake.trained.values()) == [2048, 2048]
+    assert sorted(fake.trained.values()) == [20480, 20480]
