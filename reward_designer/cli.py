@@ -25,6 +25,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .errors import UserError
+
 app = typer.Typer(
     help="LLM-designed dense rewards for RL: a critic checks them in a sandbox, policies train on them, "
     "an analyzer turns what the policies did into feedback, round after round.",
@@ -68,7 +70,7 @@ SIM_HELP = ("What training steps: mujoco (MuJoCo on the CPU, a slab of envs per 
             "(one MuJoCo Warp batch of many envs on the --device GPU; the 'warp' extra).")
 
 
-class BadInput(Exception):
+class BadInput(UserError):
     """Bad input or configuration: one line on stderr, exit code 2."""
 
 
@@ -194,14 +196,9 @@ def _guard(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .envcard import EnvCardError
-        from .llm import LLMError
-        from .run import RunError
-        from .tasks import TaskError
-
         try:
             return fn(*args, **kwargs)
-        except (BadInput, TaskError, LLMError, RunError, EnvCardError) as exc:
+        except UserError as exc:
             _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
@@ -245,7 +242,7 @@ def design(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
 ) -> None:
     """Design a reward for a task: from a task card, or from --env and --task."""
-    from .run import Run, RunConfig
+    from .records import RunConfig
     from .tasks import load_task, task_from_flags
 
     if task_card and (env or task):
@@ -278,6 +275,8 @@ def design(
     if name is not None and task_card:
         raise BadInput("--name names a --task task; a card has its own name")
     _require_sandbox(require_sandbox)
+    from .run import Run  # heavy (torch): once the input is known good
+
     run = Run.create(out or Path("runs") / spec.name, config, console=err)
     run.accept_fitness = _shown_measure(yes)
     _execute(run, quiet)
@@ -429,6 +428,13 @@ def train(
     """Train a policy on a reward file: the critic, PPO, then (with --fitness) the analyzer, as in `design`.
 
     --out is one candidate's folder, laid out as in a run (critic.json, train/, analysis.json)."""
+    code = _read_python(file, "reward file")
+    ppo = _ppo_overrides(set_)
+    _check_env(env)
+    spec = _fitness_file(fitness)
+    dev = _device(device)
+    simulator = _sim(sim, dev)
+    # Imported once the input is known good: a mistyped flag is refused in a fraction of a second.
     from rich.progress import Progress
 
     from .analyzer import Analyzer
@@ -438,12 +444,6 @@ def train(
     from .runfolder import CandidateFolder
     from .trainer import Trainer
 
-    code = _read_python(file, "reward file")
-    ppo = _ppo_overrides(set_)
-    _check_env(env)
-    spec = _fitness_file(fitness)
-    dev = _device(device)
-    simulator = _sim(sim, dev)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

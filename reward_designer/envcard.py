@@ -24,6 +24,7 @@ import mujoco
 import numpy as np
 from pydantic import BaseModel
 
+from reward_designer.errors import UserError
 from reward_designer.mjlog import route_mujoco_warnings
 from reward_designer.state import ModelLayout, layout_from_model
 
@@ -44,7 +45,7 @@ _MJDATA_FIELDS = {
 }
 
 
-class EnvCardError(ValueError):
+class EnvCardError(UserError, ValueError):
     """An env the card cannot be built for (an unregistered id): a user-facing, one-line error."""
 
 

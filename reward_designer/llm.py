@@ -30,6 +30,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel
 
+from .errors import UserError
+
 # Before litellm is imported anywhere: without this it fetches its cost map
 # from GitHub at import time (and logs warnings when offline).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -79,7 +81,7 @@ class Usage(BaseModel):
         return usage
 
 
-class LLMError(Exception):
+class LLMError(UserError):
     """A one-line message fit to show a user: bad config, unreachable, auth, retries exhausted."""
 
 

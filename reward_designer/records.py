@@ -10,10 +10,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .errors import UserError
 from .schemas import FitnessSpec, Sim, TaskSpec
 
 
-class RunError(Exception):
+class RunError(UserError):
     """The run cannot go on (one line, fit for a user)."""
 
 

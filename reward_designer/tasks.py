@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from .errors import UserError
 from .schemas import IMPLICIT_SUITE, TaskSpec
 
 # A card is a few lines of YAML and a fitness function. The caps come before anything expands it:
@@ -22,7 +23,7 @@ SMOKE_SUITE = "smoke"  # tiny budgets, for CI: outside the standard suite
 EXPERT_ENV = "env"  # a card's expert: the env's own reward
 
 
-class TaskError(ValueError):
+class TaskError(UserError, ValueError):
     """A task card that is missing or malformed (one line, fit for a user)."""
 
 

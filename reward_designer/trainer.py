@@ -70,6 +70,9 @@ def check_trainable(env_id: str, env_kwargs: dict | None = None, algorithm: str 
 def _check_trainable(env_id: str, env_kwargs_json: str, algorithm: str) -> None:
     import gymnasium as gym
 
+    from .mjlog import route_mujoco_warnings
+
+    route_mujoco_warnings()  # before the env is made: MuJoCo's own handler prints to the console
     check_spaces = get_algorithm(algorithm).check_spaces
     try:
         env = gym.make(env_id, **json.loads(env_kwargs_json))
