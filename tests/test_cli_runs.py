@@ -95,9 +95,13 @@ def test_a_huge_task_or_a_bad_replay_file_is_one_line(tmp_path):
 
 
 def test_tasks_lists_every_card_with_its_suites_and_anchors(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from reward_designer import cli
     from reward_designer.tasks import list_tasks
 
-    monkeypatch.setenv("COLUMNS", "200")
+    # A console fixes its width when made if COLUMNS is set then (pytest-xdist's workers set 80).
+    monkeypatch.setattr(cli, "out", Console(width=200))
     result = invoke("tasks")
     assert result.exit_code == 0
     rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 3}

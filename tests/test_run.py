@@ -1,4 +1,8 @@
-"""The design loop's failure paths, driven through the Python API with replayed replies (Pendulum: fast)."""
+"""The design loop's failure paths, driven through the Python API with replayed replies (Pendulum: fast).
+
+What a worker does (a crash, a memory bomb, a fork, a training's steps) is tested on real sandboxed workers;
+what only the loop decides (resume, the LLM cache, fix counts) on the in-process fake executor
+(``fake_jobs``), where a program's ``SCORE`` stands for what it trains to."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import time
 import pytest
 import yaml
 
+from fake_executor import FakeExecutor, program
 from fake_openai import FakeOpenAI
 from processes import ctrl_c_as_in_a_terminal
 from reward_designer import design, load_task
@@ -85,6 +90,12 @@ def replies(tmp_path, design_replies, analyze=("- keep going",) * 8):
 CONFIG = dict(iterations=1, train_steps=2048, episodes=2, device="cpu", ppo={"num_envs": 4, "num_steps": 64})
 
 
+@pytest.fixture
+def fake_jobs(monkeypatch):
+    """The run's jobs go to an in-process fake executor: no worker starts."""
+    monkeypatch.setattr("reward_designer.run.LocalExecutor", lambda *args, **kwargs: FakeExecutor())
+
+
 def test_a_crashing_or_hostile_candidate_fails_alone(tmp_path, monkeypatch):
     import reward_designer.critic
 
@@ -117,9 +128,9 @@ def test_no_survivor_fails_the_run(tmp_path):
     assert record.candidates[0].status == "rejected" and record.candidates[0].fixes == 2
 
 
-def test_finished_run_resumes_to_the_same_result_without_training(tmp_path):
+def test_finished_run_resumes_to_the_same_result_without_training(tmp_path, fake_jobs):
     task = load_task("pendulum-upright")
-    first = design(task, tmp_path / "run", replay=replies(tmp_path, [GOOD]), samples=1, **CONFIG)
+    first = design(task, tmp_path / "run", replay=replies(tmp_path, [program(1.0)]), samples=1, **CONFIG)
     policy = tmp_path / "run" / "iter_01" / "cand_00" / "train" / "policy.npz"
     stamp = policy.stat().st_mtime_ns
     again = Run.open(tmp_path / "run").execute(quiet=True)
@@ -184,9 +195,6 @@ def test_training_takes_whole_batches_and_the_llm_is_told_how_many_steps(tmp_pat
     assert "(64 env steps of PPO)" in (tmp_path / "run" / "iter_02" / "prompt.md").read_text()
 
 
-NAN = "```python\nimport torch\ndef compute_reward(state, action):\n    r = state.obs[:, 0] / 0.0 * 0.0\n    return r, {'r': r}\n```"
-
-
 def live(server: FakeOpenAI) -> dict:
     """design() options for a run against the loopback server (its calls are cached, as with any provider)."""
     return dict(model="openai/scripted", api_base=server.base_url, samples=1, **CONFIG)
@@ -204,8 +212,8 @@ def _api_key(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
 
 
-def test_resuming_a_finished_run_asks_nothing_and_keeps_every_prompt(tmp_path):
-    with FakeOpenAI(answering(GOOD)) as server:
+def test_resuming_a_finished_run_asks_nothing_and_keeps_every_prompt(tmp_path, fake_jobs):
+    with FakeOpenAI(answering(program(1.0))) as server:
         first = design(load_task("pendulum-upright"), tmp_path / "run", **{**live(server), "iterations": 2})
         sent = len(server.chat_requests)
         prompts = {p: p.read_text() for p in (tmp_path / "run").glob("iter_*/prompt.md")}
@@ -216,9 +224,9 @@ def test_resuming_a_finished_run_asks_nothing_and_keeps_every_prompt(tmp_path):
     assert again.usage["calls"] == first.usage["calls"] == sent  # the resumed session spent nothing more
 
 
-def test_a_round_that_sends_the_same_prompt_as_an_earlier_one_gets_new_replies(tmp_path):
+def test_a_round_that_sends_the_same_prompt_as_an_earlier_one_gets_new_replies(tmp_path, fake_jobs):
     # Every candidate is rejected, so round 2 sends round 1's prompt: it must reach the LLM, not the cache.
-    with FakeOpenAI(answering(NAN)) as server:
+    with FakeOpenAI(answering(program(1.0, broken=True))) as server:
         record = design(load_task("pendulum-upright"), tmp_path / "run",
                         **{**live(server), "iterations": 2, "fix_attempts": 0})
         design_requests = [r for r in server.chat_requests if "compute_reward" in r["messages"][-1]["content"]]
@@ -237,8 +245,8 @@ def test_a_failed_training_is_not_redone_on_resume(tmp_path):
     assert job.stat().st_mtime_ns == stamp  # no second worker was started for it
 
 
-def test_usage_spent_after_the_last_save_is_counted_on_resume(tmp_path):
-    with FakeOpenAI(answering(GOOD)) as server:
+def test_usage_spent_after_the_last_save_is_counted_on_resume(tmp_path, fake_jobs):
+    with FakeOpenAI(answering(program(1.0))) as server:
         first = design(load_task("pendulum-upright"), tmp_path / "run", **live(server))
         # As if the run had been killed before it saved its totals: only the call log knows them.
         saved = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -260,8 +268,8 @@ def test_an_llm_error_leaves_the_run_stopped_and_resumable(tmp_path):
     assert saved["status"] == "stopped" and "bad key" in saved["error"]
 
 
-def test_a_replayed_run_resumed_after_a_stop_gets_the_replies_an_unbroken_one_gets(tmp_path, monkeypatch):
-    replayed = replies(tmp_path, [GOOD, GOOD], analyze=["- first feedback", "- second feedback"])
+def test_a_replayed_run_resumed_after_a_stop_gets_the_replies_an_unbroken_one_gets(tmp_path, monkeypatch, fake_jobs):
+    replayed = replies(tmp_path, [program(1.0), program(2.0)], analyze=["- first feedback", "- second feedback"])
     config = {**CONFIG, "iterations": 2}
     whole = design(load_task("pendulum-upright"), tmp_path / "whole", replay=replayed, samples=1, **config)
 
@@ -286,9 +294,9 @@ def test_a_replayed_run_resumed_after_a_stop_gets_the_replies_an_unbroken_one_ge
     assert "second feedback" in want
 
 
-def test_a_fixed_reply_that_had_no_code_keeps_its_fix_count_on_resume(tmp_path):
+def test_a_fixed_reply_that_had_no_code_keeps_its_fix_count_on_resume(tmp_path, fake_jobs):
     path = tmp_path / "replies.yaml"
-    path.write_text(yaml.safe_dump({"design": ["I would reward being upright."], "fix": [GOOD],
+    path.write_text(yaml.safe_dump({"design": ["I would reward being upright."], "fix": [program(1.0)],
                                     "analyze": ["- keep going"]}))
     first = design(load_task("pendulum-upright"), tmp_path / "run", replay=str(path), samples=1, **CONFIG)
     again = Run.open(tmp_path / "run").execute(quiet=True)
