@@ -38,14 +38,30 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
                                                                 reason="no CUDA device here"))]
 
 
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "REWARD_DESIGNER_MODEL"}
+    return subprocess.run([sys.executable, "-m", "reward_designer.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
 @pytest.fixture(scope="module", params=DEVICES)
-def prepared(request, tmp_path_factory):
-    """A trainer whose kernels are compiled (once for the module: tens of seconds on a CPU)."""
-    kernel_dir = tmp_path_factory.mktemp("run") / "warp"  # mktemp's own folder is 0700: a worker cannot enter it
-    trainer = Trainer("HalfCheetah-v5", 256, seed=0, device=request.param, ppo=SMALL, sim="warp",
-                      kernel_dir=kernel_dir)
+def designed(request, tmp_path_factory):
+    """The README's demo, one round, on MuJoCo Warp: (device, run folder, the CLI's process). Its kernels,
+    compiled once for the run (tens of seconds on a CPU), serve the module's other trainings too."""
+    out = tmp_path_factory.mktemp("design") / "run"  # mktemp's own folder is 0700: a worker cannot enter it
+    proc = cli("design", "halfcheetah-run", "--replay", str(ROOT / "examples" / "demo" / "replies.yaml"),
+               "--iterations", "1", "--samples", "2", "--train-steps", "1000", "--episodes", "1",
+               "--sim", "warp", "--device", request.param, "--out", str(out), "-q")
+    return request.param, out, proc
+
+
+@pytest.fixture(scope="module")
+def prepared(designed):
+    """A trainer on the design run's kernel folder."""
+    device, out, _ = designed
+    trainer = Trainer("HalfCheetah-v5", 256, seed=0, device=device, ppo=SMALL, sim="warp", kernel_dir=out / "warp")
     trainer.prepare()
-    return trainer, kernel_dir / "kernels"
+    return trainer, out / "warp" / "kernels"
 
 
 def test_trainings_load_the_kernels_compiled_once(prepared, tmp_path):
@@ -93,12 +109,6 @@ def test_an_env_warp_cannot_run_is_refused_before_any_training(tmp_path):
     assert "InvertedPendulum-v5" in outcome.result.error
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "REWARD_DESIGNER_MODEL"}
-    return subprocess.run([sys.executable, "-m", "reward_designer.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
-
-
 def test_design_with_sim_warp_stops_before_any_llm_call_on_an_env_warp_cannot_run(tmp_path):
     proc = cli("design", "--env", "InvertedPendulum-v5", "--task", "balance the pole", "--sim", "warp",
                "--device", "cpu", "--fitness", str(ROOT / "examples" / "fitness_forward.py"),
@@ -122,13 +132,9 @@ def test_sim_warp_without_the_extra_is_one_line_and_exit_2(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("device", DEVICES)
-def test_a_design_run_trains_its_candidates_on_warp(device, tmp_path):
-    """The README's demo, one round, on MuJoCo Warp: kernels compiled once, every candidate trained on the batch."""
-    out = tmp_path / "run"
-    proc = cli("design", "halfcheetah-run", "--replay", str(ROOT / "examples" / "demo" / "replies.yaml"),
-               "--iterations", "1", "--samples", "2", "--train-steps", "1000", "--episodes", "1",
-               "--sim", "warp", "--device", device, "--out", str(out), "-q")
+def test_a_design_run_trains_its_candidates_on_warp(designed):
+    """Kernels compiled once, every candidate trained on the batch."""
+    _, out, proc = designed
     assert proc.returncode == 0, proc.stderr
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "done" and record["config"]["sim"] == "warp"
