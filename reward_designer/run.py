@@ -427,10 +427,12 @@ class Run:
         table = Table(title=f"{self.config.task.name}: {self.record.status}"
                             f" | tokens {self.record.usage.get('prompt_tokens', 0)}+"
                             f"{self.record.usage.get('completion_tokens', 0)}"
-                            f" | cost {cost_text}")
-        table.add_column("candidate", no_wrap=True)
-        for col in ("status", "fixes", "fitness", "reward~fitness", "steps/s", "note"):
-            table.add_column(col)
+                            f" | cost {cost_text}",
+                      caption="corr: the reward's correlation with the fitness, step by step")
+        # At 80 columns (a piped or logged run) only the note folds: names, statuses and numbers stay whole.
+        for col in ("candidate", "status", "fixes", "fitness", "corr", "steps/s"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("note", overflow="fold")
         best = self.record.best
         for c in sorted(self.record.candidates, key=lambda c: c.key):
             mark = " *" if best is not None and c.key == best.key else ""
@@ -439,6 +441,6 @@ class Run:
                 "" if c.fitness is None else f"{c.fitness:.3f}",
                 "" if c.correlation is None else f"{c.correlation:.2f}",
                 "" if c.steps_per_second is None else f"{c.steps_per_second:.0f}",
-                ("reward hacking suspected; " if c.hacking else "") + c.note()[:80],
+                "; ".join(part for part in ("reward hacking suspected" if c.hacking else "", c.note()[:80]) if part),
             )
         return table

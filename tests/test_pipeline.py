@@ -201,3 +201,23 @@ def test_the_summary_flags_a_candidate_whose_reward_is_suspected_of_being_gamed(
     rows = {line.split()[1]: line for line in console.export_text().splitlines() if "iter_01/cand_0" in line}
     assert "reward hacking suspected" in rows["iter_01/cand_00"]
     assert "reward hacking suspected" not in rows["iter_01/cand_01"]
+
+
+def test_the_summary_at_80_columns_folds_only_the_note(tmp_path):
+    """A piped or logged run prints at 80 columns: names, statuses, headers and numbers stay whole."""
+    from rich.console import Console
+
+    from reward_designer.records import CandidateRecord, RunConfig, RunRecord
+
+    cands = [CandidateRecord(iteration=1, index=0, status="trained", fitness=0.01, correlation=0.97,
+                             steps_per_second=14853, hacking=["rose_alone"]),
+             CandidateRecord(iteration=12, index=10, status="contained",
+                             error="killed by seccomp: the program tried to fork")]
+    record = RunRecord(config=RunConfig(task=load_task("halfcheetah-backwards-smoke")), candidates=cands,
+                       best=cands[0])
+    console = Console(record=True, width=80)
+    console.print(Run(tmp_path, record).summary_table())
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    for whole in ("iter_01/cand_00 *", "iter_12/cand_10", "contained", "14853", "0.97", "corr", "steps/s"):
+        assert whole in text, whole
