@@ -344,7 +344,9 @@ class Run:
             bars.update(bar, completed=steps)
             return rec
 
-        for rec in ALLOCATIONS[self.config.allocation]().run(accepted, train_one, self._executor):
+        trainer = self._pipeline.trainer  # the budget in PPO updates: halving's first cut waits for a minimum
+        updates = trainer.planned_steps // trainer.batch
+        for rec in ALLOCATIONS[self.config.allocation]().run(accepted, train_one, self._executor, updates=updates):
             self._record(rec)
 
     def _one_line(self, rec: CandidateRecord) -> str:

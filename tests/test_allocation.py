@@ -155,3 +155,14 @@ def test_the_full_budget_trains_everyone_to_the_end(tmp_path):
                     iterations=1, samples=2, executor=fake, **CONFIG)
     assert [c.status for c in record.candidates] == ["trained", "trained"]
     assert sorted(fake.trained.values()) == [20480, 20480]
+
+
+def test_a_design_round_waits_for_the_minimum_updates_before_its_first_cut(tmp_path):
+    # 24 updates of 256 steps: the first rung is 10 updates (not 3, an eighth), the next 20.
+    fake = Checkpointing()
+    record = design(load_task("pendulum-upright"), tmp_path / "run", replay=replies(tmp_path, [1.0, 4.0, 2.0, 3.0]),
+                    iterations=1, samples=4, allocation="halving", executor=fake, **{**CONFIG, "train_steps": 24 * 256})
+    first = {c.index: c for c in record.candidates}
+    assert [first[i].status for i in range(4)] == ["culled", "trained", "culled", "culled"]
+    assert (first[0].steps, first[2].steps, first[3].steps) == (2560, 2560, 5120)
+    assert first[1].steps == 24 * 256
