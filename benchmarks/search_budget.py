@@ -72,8 +72,7 @@ def search(task, programs: dict[str, str], allocation: str, seed: int, steps: in
                                       1, i, budget=budget)
 
     t0 = time.perf_counter()
-    updates = pipe.trainer.planned_steps // pipe.trainer.batch
-    records = list(ALLOCATIONS[allocation]().run(range(len(names)), train, executor, updates=updates))
+    records = list(ALLOCATIONS[allocation]().run(range(len(names)), train, executor, updates=pipe.trainer.updates))
     seconds = time.perf_counter() - t0
     best = BestFitness().best(records)
     return {

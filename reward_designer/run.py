@@ -344,8 +344,8 @@ class Run:
             bars.update(bar, completed=steps)
             return rec
 
-        trainer = self._pipeline.trainer  # the budget in PPO updates: halving's first cut waits for a minimum
-        updates = trainer.planned_steps // trainer.batch
+        # The budget in updates: halving's first cut waits for a minimum of them.
+        updates = self._pipeline.trainer.updates
         for rec in ALLOCATIONS[self.config.allocation]().run(accepted, train_one, self._executor, updates=updates):
             self._record(rec)
 

@@ -122,13 +122,18 @@ class Trainer:
         return get_algorithm(self.algorithm).batch_steps(self.env_id, self.sim, self.ppo)
 
     @property
+    def updates(self) -> int:
+        """The updates a training takes: ``steps`` in whole batches, rounded down, at least one."""
+        return max(1, self.steps // self.batch)
+
+    @property
     def planned_steps(self) -> int:
-        """The env steps a training takes: ``steps`` rounded down to whole batches, at least one."""
-        return max(1, self.steps // self.batch) * self.batch
+        """The env steps a training takes: its updates' whole batches."""
+        return self.updates * self.batch
 
     def steps_at(self, budget: float) -> int:
         """The env steps of a ``budget`` fraction of the training: whole batches, at least one, at most all."""
-        return min(self.planned_steps, max(1, round(budget * self.planned_steps / self.batch)) * self.batch)
+        return min(self.planned_steps, max(1, round(budget * self.updates)) * self.batch)
 
     def rounding_note(self) -> str | None:
         """What to tell the user when ``steps`` is under one batch (rounding down loses under a batch)."""
