@@ -12,6 +12,13 @@ route_mujoco_warnings()  # before any env is made here or in a forked twin
 # The MjData fields of a MuJoCo snapshot besides ``obs`` (state.PHYSICS_KEYS).
 MJ_KEYS = ("qpos", "qvel", "xpos", "xquat", "cvel", "site_xpos", "sensordata")
 
+
+def mjdata_keys(contacts: bool, extra: tuple[str, ...] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the fields a snapshot hands over, every field a backend reads): ``MJ_KEYS``, with ``cfrc_ext`` for
+    a program that reads contacts (``contacts``); then a port's ``extra`` fields, which only its step reads."""
+    shown = MJ_KEYS + (("cfrc_ext",) if contacts else ())
+    return shown, shown + tuple(k for k in extra if k not in shown)
+
 # The wrappers gym.make puts around every env (gymnasium 1.x): the env checker and the call-order
 # check, which change no step, and the time limit, which the steppers here apply themselves. The
 # MuJoCo backends step ``env.unwrapped``: any other wrapper (an entry point's, a spec's

@@ -29,7 +29,7 @@ import numpy as np
 
 from reward_designer import state as st
 from reward_designer.sim import SimBase, StepOut, cpu_cores, host_only
-from reward_designer.sim.gym_envs import MJ_KEYS, extra_wrappers, make_env
+from reward_designer.sim.gym_envs import extra_wrappers, make_env, mjdata_keys
 from reward_designer.sim.ports import PORTS
 from reward_designer.twin import Twin, shared_array
 
@@ -99,10 +99,8 @@ class MujocoVecSim(SimBase):
         self._seed = seed
         # ``contacts``: snapshots hold cfrc_ext, for which a ported step runs mj_rnePostConstraint (an
         # env's own step always does: gymnasium's MujocoEnv runs it after every mj_step).
-        self._snapshot_keys = MJ_KEYS + (("cfrc_ext",) if contacts else ())
+        self._snapshot_keys, keys = mjdata_keys(contacts, self.port.extra if self.port else ())
         self._rne = contacts or (self.port is not None and self.port.rne)
-        keys = self._snapshot_keys + tuple(k for k in (self.port.extra if self.port else ())
-                                           if k not in self._snapshot_keys)
         self._rows = _Rows(e0.data, keys)
         self._views = [self._rows.views(e.data) for e in self.envs]
         self._steppers = [(e.model, e.data, e.frame_skip, e.data.ctrl, v) for e, v in zip(self.envs, self._views)]

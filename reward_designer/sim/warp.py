@@ -30,7 +30,7 @@ import torch
 from reward_designer import state as st
 from reward_designer.policy import torch_device
 from reward_designer.sim import SimBase, StepOut
-from reward_designer.sim.gym_envs import MJ_KEYS, extra_wrappers, make_env
+from reward_designer.sim.gym_envs import extra_wrappers, make_env, mjdata_keys
 from reward_designer.sim.ports import PORTS
 
 
@@ -90,9 +90,8 @@ class WarpVecSim(SimBase):
             self._data = mjw.put_data(env.model, env.data, nworld=num_envs)
         # Zero-copy torch views of the batch's fields: reading them reads Warp's memory.
         # ``contacts``: snapshots hold cfrc_ext, computed after every step (rne_postconstraint) as for Ant.
-        self._snapshot_keys = MJ_KEYS + (("cfrc_ext",) if contacts else ())
+        self._snapshot_keys, keys = mjdata_keys(contacts, self.port.extra)
         self._rne = contacts or self.port.rne
-        keys = self._snapshot_keys + tuple(k for k in self.port.extra if k not in self._snapshot_keys)
         self._fields = {k: wp.to_torch(getattr(self._data, k)) for k in keys}
         self._ctrl = wp.to_torch(self._data.ctrl)
         self._rng = torch.Generator(device=self.device)
